@@ -1,0 +1,225 @@
+package offload
+
+import (
+	"encoding/binary"
+
+	"vnic/sadb"
+)
+
+// Encapsulate protects the plaintext IP packet buf[start:end] with the
+// outbound SA sa and returns where the outer packet lies in buf: an IPv4 or
+// IPv6 header, a UDP header for ESP-in-UDP, then ESP. The packet must have
+// Headroom bytes before start and Tailroom bytes of capacity after end.
+//
+// In tunnel mode the outer addresses are the SA's endpoints (an unset
+// source is written as the unspecified address, for the underlay to fill
+// in); in transport mode the packet keeps its own IP header.
+func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
+	if !sa.Alive() {
+		if sa.HardExpired.Load() {
+			return Span{}, 0, ErrOutExpired
+		}
+		return Span{}, 0, ErrOutDead
+	}
+	if start < 0 || end > len(buf) || end-start < ipv4MinHeader {
+		return Span{}, 0, ErrBadPlaintext
+	}
+	pkt := buf[start:end]
+	version := pkt[0] >> 4
+	if version != 4 && version != 6 || version == 6 && len(pkt) < ipv6Header {
+		return Span{}, 0, ErrBadPlaintext
+	}
+	c := sa.Cipher
+	cfg := &sa.Config
+	outer6 := cfg.Dst.Is6()
+	udp := 0
+	if cfg.Encap.UDP {
+		udp = udpHeader
+	}
+
+	// What ESP protects: the whole packet (tunnel) or what follows the
+	// IP header (transport), and the next header that names it.
+	var hdrLen, nextOff int // transport: IP header length, offset of its next-header byte
+	var next uint8
+	if cfg.Mode == sadb.Tunnel {
+		next = protoIPv4
+		if version == 6 {
+			next = protoIPv6
+		}
+	} else {
+		if (version == 6) != outer6 {
+			return Span{}, 0, ErrFamilyMismatch
+		}
+		var ok bool
+		hdrLen, nextOff, next, ok = transportHeader(pkt)
+		if !ok {
+			return Span{}, 0, ErrBadPlaintext
+		}
+	}
+	payload := end - (start + hdrLen)
+	align := c.Align()
+	padLen := (align - (payload+espTrailer)%align) % align
+	ivLen, icvLen := c.IVLen(), c.ICVLen()
+	tail := padLen + espTrailer + icvLen
+	outerHdr := hdrLen // transport: the moved IP header
+	if cfg.Mode == sadb.Tunnel {
+		outerHdr = ipv4MinHeader
+		if outer6 {
+			outerHdr = ipv6Header
+		}
+	}
+	head := espHeader + ivLen + udp
+	if cfg.Mode == sadb.Tunnel {
+		head += outerHdr
+	}
+	if start < head || cap(buf)-end < tail+tagSlack {
+		return Span{}, 0, ErrNoRoomOut
+	}
+
+	seq, warn, err := sa.Out.Next()
+	if err != nil {
+		return Span{}, 0, ErrSeqExhausted
+	}
+	var ev Event
+	if warn {
+		ev |= EventSeqNearExhaustion
+	}
+
+	// Transport mode: slide the IP header down to make room for ESP.
+	ps := start + hdrLen // first protected byte
+	esp := ps - ivLen - espHeader
+	newStart := esp - udp - outerHdr
+	var tos uint8
+	var df bool
+	var flow uint32
+	if version == 4 {
+		h := ipv4(pkt)
+		tos, df = h.tos(), h.dontFragment()
+	} else {
+		h := ipv6(pkt)
+		tos, flow = h.trafficClass(), h.flowLabel()
+	}
+	if cfg.Mode == sadb.Transport {
+		copy(buf[newStart:], buf[start:start+hdrLen])
+	}
+
+	// ESP header and trailer.
+	binary.BigEndian.PutUint32(buf[esp:], cfg.SPI)
+	binary.BigEndian.PutUint32(buf[esp+4:], uint32(seq))
+	newEnd := end + tail
+	buf = buf[:newEnd]
+	t := buf[end:]
+	for i := range padLen {
+		t[i] = byte(i + 1) // RFC 4303 §2.4 default padding
+	}
+	t[padLen] = byte(padLen)
+	t[padLen+1] = next
+	c.Seal(buf, esp, seq)
+
+	// Outer headers.
+	total := newEnd - newStart
+	hdr := buf[newStart:esp]
+	switch {
+	case cfg.Mode == sadb.Transport && version == 4:
+		h := ipv4(hdr)
+		h.setTotalLen(total)
+		h.setProtocol(outerProto(udp))
+		h.setChecksum()
+	case cfg.Mode == sadb.Transport:
+		h := ipv6(hdr)
+		h.setPayloadLen(total - ipv6Header)
+		hdr[nextOff] = outerProto(udp)
+	case !outer6:
+		h := ipv4(hdr)
+		h[0] = 0x45
+		h[1] = encapTOS(tos)
+		h.setTotalLen(total)
+		// The identification only has to tell apart the fragments of
+		// packets in flight between the endpoints (RFC 6864): the
+		// sequence number's low bits do, at no cost.
+		binary.BigEndian.PutUint16(h[4:], uint16(seq))
+		binary.BigEndian.PutUint16(h[6:], 0)
+		if df || version == 6 {
+			h[6] = 0x40
+		}
+		h[8] = defaultTTL
+		h.setProtocol(outerProto(udp))
+		src := cfg.Src.Unmap().As4()
+		if !cfg.Src.Is4() && !cfg.Src.Is4In6() {
+			src = [4]byte{}
+		}
+		copy(h[12:16], src[:])
+		dst := cfg.Dst.As4()
+		copy(h[16:20], dst[:])
+		h.setChecksum()
+	default:
+		h := ipv6(hdr)
+		binary.BigEndian.PutUint32(h[0:], 6<<28|uint32(encapTOS(tos))<<20|flow)
+		h.setPayloadLen(total - ipv6Header)
+		h[6] = outerProto(udp)
+		h[7] = defaultTTL
+		var src [16]byte
+		if cfg.Src.Is6() {
+			src = cfg.Src.As16()
+		}
+		copy(h[8:24], src[:])
+		dst := cfg.Dst.As16()
+		copy(h[24:40], dst[:])
+	}
+	if udp != 0 {
+		u := buf[esp-udpHeader : newEnd]
+		binary.BigEndian.PutUint16(u[0:], cfg.Encap.SrcPort)
+		binary.BigEndian.PutUint16(u[2:], cfg.Encap.DstPort)
+		binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+		binary.BigEndian.PutUint16(u[6:], 0) // IPv4: no checksum (RFC 3948 §2.1)
+		if outer6 {
+			binary.BigEndian.PutUint16(u[6:], udp6Checksum(ipv6(buf[newStart:]), u))
+		}
+	}
+	ev |= account(sa, payload)
+	return Span{newStart, newEnd}, ev, nil
+}
+
+// tagSlack is spare capacity after the ICV that ciphers with a truncated
+// tag write their full tag into.
+const tagSlack = 8
+
+func outerProto(udp int) uint8 {
+	if udp != 0 {
+		return protoUDP
+	}
+	return protoESP
+}
+
+// transportHeader finds where ESP goes in a transport-mode packet: after
+// the IPv4 header (with options), or after the IPv6 header and any
+// hop-by-hop and routing headers (RFC 4303 §3.1.1). It returns that length,
+// the offset of the next-header byte to rewrite, and its current value.
+func transportHeader(pkt []byte) (hdrLen, nextOff int, next uint8, ok bool) {
+	if pkt[0]>>4 == 4 {
+		h := ipv4(pkt)
+		hl := h.headerLen()
+		if hl < ipv4MinHeader || hl > len(pkt) || h.totalLen() != len(pkt) || h.fragment() {
+			return 0, 0, 0, false
+		}
+		return hl, 9, h.protocol(), true
+	}
+	if ipv6(pkt).payloadLen()+ipv6Header != len(pkt) {
+		return 0, 0, 0, false
+	}
+	off, nextOff := ipv6Header, 6
+	for {
+		next = pkt[nextOff]
+		if next != protoHopByHop && next != protoRouting {
+			return off, nextOff, next, true
+		}
+		if off+8 > len(pkt) {
+			return 0, 0, 0, false
+		}
+		n := int(pkt[off+1])*8 + 8
+		if off+n > len(pkt) {
+			return 0, 0, 0, false
+		}
+		nextOff, off = off, off+n
+	}
+}

@@ -1,0 +1,118 @@
+package sadb
+
+import (
+	"net/netip"
+	"slices"
+
+	"vnic/ndis"
+)
+
+// DefaultUDPPort is the ESP-in-UDP port used when Encap.UDP is set and a
+// port is 0 (RFC 3948).
+const DefaultUDPPort = 4500
+
+// checkConfig validates the parts of in that need no table state and
+// returns the copy to store: selectors deep-copied, defaults filled in
+// (Proto ESP, UDP ports 4500). The keys are not copied yet. Errors are
+// *ndis.Error values that do not name the element.
+func checkConfig(in *Config) (Config, error) {
+	c := *in
+	c.Selectors = slices.Clone(in.Selectors)
+
+	switch c.Proto {
+	case 0, ndis.OperationESP:
+		c.Proto = ndis.OperationESP
+	case ndis.OperationAH:
+		return c, ndis.Errorf(ndis.StatusNotSupported, "AH is not implemented; offload ESP only")
+	default:
+		return c, invalid("unknown operation %d: offload ESP (%d)", uint32(c.Proto), uint32(ndis.OperationESP))
+	}
+	if c.Direction != Outbound && c.Direction != Inbound {
+		return c, invalid("unknown direction %d: use outbound (%d) or inbound (%d)", uint8(c.Direction), uint8(Outbound), uint8(Inbound))
+	}
+	if c.Mode != Tunnel && c.Mode != Transport {
+		return c, invalid("unknown mode %d: use tunnel (%d) or transport (%d)", uint8(c.Mode), uint8(Tunnel), uint8(Transport))
+	}
+	if c.SPI < 256 {
+		return c, invalid("SPI %d is reserved (RFC 4303 §2.1): use 256 or above", c.SPI)
+	}
+
+	if err := checkEndpoints(&c); err != nil {
+		return c, err
+	}
+	if c.Encap.UDP {
+		if c.Encap.SrcPort == 0 {
+			c.Encap.SrcPort = DefaultUDPPort
+		}
+		if c.Encap.DstPort == 0 {
+			c.Encap.DstPort = DefaultUDPPort
+		}
+	} else if c.Encap.SrcPort != 0 || c.Encap.DstPort != 0 {
+		return c, invalid("UDP ports %d and %d are given but UDP encapsulation is off", c.Encap.SrcPort, c.Encap.DstPort)
+	}
+	for i := range c.Selectors {
+		if err := checkSelector(&c.Selectors[i]); err != nil {
+			return c, invalid("selector %d: %v", i, err)
+		}
+	}
+
+	if c.InitialSeq > 1<<32-1 {
+		return c, invalid("initial sequence number %d does not fit in 32 bits: it holds the low-order bits, SequenceNumberHighOrder the high-order ones", c.InitialSeq)
+	}
+	if !c.Algo.ESN && c.SeqHigh != 0 {
+		return c, invalid("SequenceNumberHighOrder is %d but the SA does not use extended sequence numbers: it must be 0", c.SeqHigh)
+	}
+	if c.Direction == Outbound {
+		if c.ReplayWindow != 0 {
+			return c, invalid("a replay window applies to inbound SAs only, got %d for an outbound SA", c.ReplayWindow)
+		}
+	} else {
+		if c.Algo.ESN && c.ReplayWindow == 0 {
+			return c, invalid("extended sequence numbers need an anti-replay window to infer the high-order bits: set a replay window of at least 32 packets")
+		}
+	}
+	return c, checkLifetime(&c.Lifetime)
+}
+
+// checkEndpoints validates the outer addresses.
+func checkEndpoints(c *Config) error {
+	for _, e := range []struct {
+		name string
+		a    netip.Addr
+	}{{"source", c.Src}, {"destination", c.Dst}} {
+		if e.a.Zone() != "" {
+			return invalid("%s address %v must not have an IPv6 zone", e.name, e.a)
+		}
+	}
+	if c.Src.IsValid() && c.Dst.IsValid() && c.Src.Is4() != c.Dst.Is4() {
+		return invalid("source %v and destination %v are of different address families", c.Src, c.Dst)
+	}
+	if c.Direction == Outbound && !c.Dst.IsValid() {
+		return invalid("an outbound SA needs a destination address: it is where its packets go")
+	}
+	return nil
+}
+
+// checkLifetime refuses negative durations and soft limits beyond hard
+// ones.
+func checkLifetime(l *Lifetime) error {
+	if l.SoftAdd < 0 || l.HardAdd < 0 {
+		return invalid("lifetimes must not be negative, got soft %v and hard %v", l.SoftAdd, l.HardAdd)
+	}
+	type pair struct {
+		what       string
+		soft, hard uint64
+	}
+	for _, p := range []pair{
+		{"byte", l.SoftBytes, l.HardBytes},
+		{"packet", l.SoftPackets, l.HardPackets},
+	} {
+		if p.soft != 0 && p.hard != 0 && p.soft > p.hard {
+			return invalid("soft %s limit %d is above the hard limit %d", p.what, p.soft, p.hard)
+		}
+	}
+	if l.SoftAdd != 0 && l.HardAdd != 0 && l.SoftAdd > l.HardAdd {
+		return invalid("soft lifetime %v is above the hard lifetime %v", l.SoftAdd, l.HardAdd)
+	}
+	return nil
+}
