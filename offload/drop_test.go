@@ -1,0 +1,297 @@
+package offload
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"vnic/sadb"
+)
+
+// craft builds a raw-ESP IPv4 packet from v4a to v4b for the outbound SA
+// out, whose encrypted part is payload || pad || len(pad) || next: a valid
+// ICV over whatever trailer a test wants. It returns the buffer and the
+// packet's bounds.
+func craft(t *testing.T, out *sadb.SA, payload, pad []byte, next byte) ([]byte, int, int) {
+	return craftPad(t, out, payload, pad, byte(len(pad)), next)
+}
+
+// craftPad is craft with a pad-length byte that may lie.
+func craftPad(t *testing.T, out *sadb.SA, payload, pad []byte, padLen, next byte) ([]byte, int, int) {
+	t.Helper()
+	c := out.Cipher
+	seq, _, err := out.Out.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := newBuf()
+	start := 64
+	esp := start + 20
+	p := esp + 8 + c.IVLen()
+	n := copy(buf[p:], payload)
+	n += copy(buf[p+n:], pad)
+	buf[p+n], buf[p+n+1] = padLen, next
+	end := p + n + 2 + c.ICVLen()
+	h := ipv4(buf[start:])
+	h[0] = 0x45
+	h.setTotalLen(end - start)
+	h[8], h[9] = 64, protoESP
+	a, b := v4a.As4(), v4b.As4()
+	copy(h[12:], a[:])
+	copy(h[16:], b[:])
+	h.setChecksum()
+	binary.BigEndian.PutUint32(buf[esp:], out.Config.SPI)
+	binary.BigEndian.PutUint32(buf[esp+4:], uint32(seq))
+	c.Seal(buf[:end], esp, seq)
+	return buf, start, end
+}
+
+func innerUDP(n int) []byte {
+	buf := newBuf()
+	end := udpPacket(buf, 0, in4a, in4b, 1000, 2000, n)
+	return buf[:end]
+}
+
+// TestInboundDrops checks that each kind of bad packet is dropped under
+// the right counter name, and that what is delivered is exactly the inner
+// packet.
+func TestInboundDrops(t *testing.T) {
+	tunnel := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()}
+	sel := tunnel
+	sel.Selectors = []sadb.Selector{{Proto: protoTCP}}
+	cases := []struct {
+		name    string
+		cfg     sadb.Config
+		payload []byte
+		pad     []byte
+		next    byte
+		want    error
+		reason  string
+	}{
+		{"good", tunnel, innerUDP(10), []byte{1, 2}, protoIPv4, nil, ""},
+		{"TFC padding accepted", tunnel, append(innerUDP(10), make([]byte, 37)...), []byte{1}, protoIPv4, nil, ""},
+		{"bad pad byte", tunnel, innerUDP(10), []byte{1, 3}, protoIPv4, ErrBadPadding, "XfrmInStateProtoError"},
+		{"pad length too long", tunnel, []byte{0xaa, 0xbb}, nil, protoIPv4, ErrBadPadding, "XfrmInStateProtoError"},
+		{"dummy packet", tunnel, innerUDP(10), []byte{1, 2}, protoNoNext, ErrDummy, "VnicInDummy"},
+		{"next header not IP in tunnel mode", tunnel, innerUDP(10), []byte{1, 2}, protoUDP, ErrBadNextHeader, "XfrmInStateModeError"},
+		{"next header IPv6 but IPv4 inside", tunnel, innerUDP(10), []byte{1, 2}, protoIPv6, ErrBadInner, "XfrmInStateModeError"},
+		{"inner length beyond payload", tunnel, innerUDP(10)[:30], nil, protoIPv4, ErrBadInner, "XfrmInStateModeError"},
+		{"selector mismatch", sel, innerUDP(10), []byte{1, 2}, protoIPv4, ErrSelector, "XfrmInTmplMismatch"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, in := pair(t, tc.cfg)
+			padLen := byte(len(tc.pad))
+			if tc.name == "pad length too long" {
+				padLen = 200 // with 2 bytes of plaintext before it
+			}
+			buf, start, end := craftPad(t, out, tc.payload, tc.pad, padLen, tc.next)
+			h, kind, err := Parse(buf, start, end)
+			if err != nil || kind != KindESP {
+				t.Fatalf("Parse: %v %v", kind, err)
+			}
+			sp, _, err := Decapsulate(in, &h, buf, start)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Decapsulate = %v, want %v", err, tc.want)
+			}
+			if tc.want == nil {
+				want := innerUDP(10)
+				if string(buf[sp.Start:sp.End]) != string(want) {
+					t.Fatalf("delivered %x, want %x", buf[sp.Start:sp.End], want)
+				}
+				return
+			}
+			if r, _ := ReasonOf(err); r.String() != tc.reason {
+				t.Errorf("counted as %v, want %s", r, tc.reason)
+			}
+		})
+	}
+}
+
+func TestInboundHeaderErrors(t *testing.T) {
+	out, in := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()})
+	buf, start, end := craft(t, out, innerUDP(10), nil, protoIPv4)
+	wire := append([]byte(nil), buf[start:end]...)
+	try := func(name string, mutate func(b []byte) []byte, want error) {
+		t.Run(name, func(t *testing.T) {
+			b := mutate(append([]byte(nil), wire...))
+			buf := make([]byte, len(b)+64)
+			copy(buf[32:], b)
+			h, _, err := Parse(buf, 32, 32+len(b))
+			if err == nil {
+				_, _, err = Decapsulate(in, &h, buf, 32)
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("got %v, want %v", err, want)
+			}
+		})
+	}
+	try("truncated IP header", func(b []byte) []byte { return b[:15] }, ErrMalformed)
+	try("total length beyond packet", func(b []byte) []byte { return b[:len(b)-1] }, ErrMalformed)
+	try("truncated ESP", func(b []byte) []byte {
+		b = b[:20+12]
+		ipv4(b).setTotalLen(len(b))
+		return b
+	}, ErrMalformed)
+	try("fragment", func(b []byte) []byte { b[6] |= 0x20; return b }, ErrFragment)
+	try("not ESP", func(b []byte) []byte { b[9] = protoTCP; return b }, ErrNotESP)
+	try("bad ICV", func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, ErrAuthTunnel)
+	try("bad ciphertext", func(b []byte) []byte { b[40] ^= 1; return b }, ErrAuthTunnel)
+	try("good", func(b []byte) []byte { return b }, nil)
+	try("replayed", func(b []byte) []byte { return b }, ErrReplay)
+}
+
+func TestParseUDPKinds(t *testing.T) {
+	mk := func(payload []byte) ([]byte, int) {
+		buf := newBuf()
+		p := buf[32:]
+		h := ipv4(p)
+		h[0] = 0x45
+		h.setTotalLen(28 + len(payload))
+		h[8], h[9] = 64, protoUDP
+		binary.BigEndian.PutUint16(p[20:], 4500)
+		binary.BigEndian.PutUint16(p[22:], 4500)
+		binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+		copy(p[28:], payload)
+		return buf, 32 + 28 + len(payload)
+	}
+	cases := []struct {
+		name    string
+		payload []byte
+		kind    Kind
+		err     error
+	}{
+		{"keepalive", []byte{0xff}, KindKeepalive, nil},
+		{"IKE non-ESP marker", []byte{0, 0, 0, 0, 1, 2, 3, 4}, KindIKE, nil},
+		{"ESP", []byte{0, 0, 0x30, 0, 0, 0, 0, 1}, KindESP, nil},
+		{"too short for ESP", []byte{1, 2, 3}, 0, ErrMalformed},
+	}
+	for _, tc := range cases {
+		buf, end := mk(tc.payload)
+		h, kind, err := Parse(buf, 32, end)
+		if !errors.Is(err, tc.err) || err == nil && kind != tc.kind {
+			t.Errorf("%s: kind %v err %v", tc.name, kind, err)
+		}
+		if tc.kind == KindESP && err == nil && (h.SPI != 0x3000 || !h.UDP || h.DstPort != 4500) {
+			t.Errorf("%s: header %+v", tc.name, h)
+		}
+	}
+}
+
+func TestEncapMismatch(t *testing.T) {
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()}
+	out, _ := pair(t, cfg)
+	cfg.Encap.UDP = true
+	_, in := pair(t, cfg)
+	buf, start, end := craft(t, out, innerUDP(10), nil, protoIPv4)
+	h, _, _ := Parse(buf, start, end)
+	if _, _, err := Decapsulate(in, &h, buf, start); !errors.Is(err, ErrEncapMismatch) {
+		t.Fatalf("raw ESP to a UDP SA: %v", err)
+	}
+}
+
+// TestOutboundLimits: exhaustion warns once and then refuses to send; hard
+// lifetimes stop the SA; soft ones only warn.
+func TestOutboundLimits(t *testing.T) {
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128(),
+		InitialSeq: 1<<32 - 3}
+	out, _ := pair(t, cfg)
+	var events Event
+	for i := range 3 {
+		buf := newBuf()
+		end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+		_, ev, err := Encapsulate(out, buf, Headroom, end)
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		events |= ev
+	}
+	if events&EventSeqNearExhaustion == 0 {
+		t.Error("no exhaustion warning before the last sequence number")
+	}
+	buf := newBuf()
+	end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+	if _, _, err := Encapsulate(out, buf, Headroom, end); !errors.Is(err, ErrSeqExhausted) {
+		t.Fatalf("after 2^32-1: %v, want ErrSeqExhausted", err)
+	}
+
+	cfg = sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128(),
+		Lifetime: sadb.Lifetime{SoftPackets: 2, HardPackets: 3}}
+	out, _ = pair(t, cfg)
+	want := []Event{0, EventSoftLifetime, EventHardLifetime}
+	for i, w := range want {
+		buf := newBuf()
+		end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+		_, ev, err := Encapsulate(out, buf, Headroom, end)
+		if err != nil || ev != w {
+			t.Fatalf("packet %d: events %v err %v, want %v", i, ev, err, w)
+		}
+	}
+	end = udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+	if _, _, err := Encapsulate(out, buf, Headroom, end); !errors.Is(err, ErrOutExpired) {
+		t.Fatalf("after the hard limit: %v", err)
+	}
+}
+
+func TestNoRoom(t *testing.T) {
+	out, _ := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()})
+	buf := newBuf()
+	end := udpPacket(buf, 10, in4a, in4b, 1, 2, 10)
+	if _, _, err := Encapsulate(out, buf, 10, end); !errors.Is(err, ErrNoRoomOut) {
+		t.Fatalf("no headroom: %v", err)
+	}
+	end = udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+	if _, _, err := Encapsulate(out, buf[:end:end+4], Headroom, end); !errors.Is(err, ErrNoRoomOut) {
+		t.Fatalf("no tailroom: %v", err)
+	}
+	if out.Out.Last() != 0 {
+		t.Fatalf("a refused packet used sequence number %d", out.Out.Last())
+	}
+}
+
+// TestECN: CE in the inner packet becomes ECT(0) outside (RFC 4301), and
+// CE outside marks an ECN-capable inner packet on the way in (RFC 6040).
+func TestECN(t *testing.T) {
+	out, in := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()})
+	buf := newBuf()
+	end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+	buf[Headroom+1] = 0xb8 | ecnCE // DSCP EF, CE
+	ipv4(buf[Headroom:]).setChecksum()
+	sp, _, err := Encapsulate(out, buf, Headroom, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tos := buf[sp.Start+1]; tos != 0xb8|ecnECT0 {
+		t.Fatalf("outer TOS %#x, want DSCP copied and ECT(0)", tos)
+	}
+	// Mark CE on the outer header, as a congested router would.
+	buf[sp.Start+1] |= ecnCE
+	ipv4(buf[sp.Start:]).setChecksum()
+	h, _, _ := Parse(buf, sp.Start, sp.End)
+	got, _, err := Decapsulate(in, &h, buf, sp.Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := ipv4(buf[got.Start:got.End])
+	if inner.tos()&ecnMask != ecnCE || fold(sum(inner[:20], 0)) != 0xffff {
+		t.Fatalf("inner TOS %#x after CE outside (checksum ok=%v)", inner.tos(), fold(sum(inner[:20], 0)) == 0xffff)
+	}
+}
+
+// TestDeletedSA: a packet holding an SA that was deleted meanwhile is
+// dropped, both ways.
+func TestDeletedSA(t *testing.T) {
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128(), Direction: sadb.Outbound}
+	tab := sadb.New(2)
+	res, _ := tab.Add([]sadb.Config{cfg})
+	sa := tab.Get(res[0].Handle)
+	tab.Delete([]sadb.Handle{res[0].Handle})
+	buf := newBuf()
+	end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+	if _, _, err := Encapsulate(sa, buf, Headroom, end); !errors.Is(err, ErrOutDead) {
+		t.Fatalf("outbound on a deleted SA: %v", err)
+	}
+	if r, _ := ReasonOf(ErrOutDead); r != sadb.OutNoStates {
+		t.Fatalf("counted as %v", r)
+	}
+}
