@@ -142,6 +142,8 @@ type SA struct {
 	// sels are the effective selectors: Config.Selectors, or the implied
 	// one when there are none. Immutable after Add.
 	sels []Selector
+	// all is true when one of sels is the any-selector.
+	all bool
 }
 
 // Selectors returns the SA's effective traffic selectors: Config.Selectors,
@@ -164,14 +166,7 @@ func (sa *SA) Match(f Flow) bool {
 
 // MatchesAll reports whether the SA's selectors admit every packet, so that
 // the engine can skip reading the flow of a decrypted packet.
-func (sa *SA) MatchesAll() bool {
-	for i := range sa.sels {
-		if sa.sels[i] == (Selector{}) {
-			return true
-		}
-	}
-	return false
-}
+func (sa *SA) MatchesAll() bool { return sa.all }
 
 // Alive reports whether the SA may still process packets: not deleted and
 // not past a hard lifetime.

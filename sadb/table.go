@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,6 +223,7 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 	}
 
 	sa := &SA{Config: c, Added: now, sels: effectiveSelectors(&c)}
+	sa.all = slices.Contains(sa.sels, Selector{})
 	if c.Direction == Outbound {
 		low := c.InitialSeq
 		if low == 0 {
