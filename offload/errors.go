@@ -42,6 +42,7 @@ var (
 	ErrSelector       = newErr(sadb.InTmplMismatch, ndis.CryptoInvalidProtocol, "inner packet is outside the SA's traffic selectors")
 	ErrDummy          = newErr(sadb.InDummy, ndis.CryptoSuccess, "dummy packet (next header 59)")
 	ErrNoRoomIn       = newErr(sadb.InBufferError, ndis.CryptoGenericError, "no room in the buffer")
+	ErrDeviceWrite    = newErr(sadb.InError, ndis.CryptoSuccess, "writing the packet to the device failed")
 	ErrNoOutSA        = newErr(sadb.OutNoStates, 0, "no outbound SA for this packet")
 	ErrOutDead        = newErr(sadb.OutNoStates, 0, "the outbound SA was deleted")
 	ErrOutExpired     = newErr(sadb.OutStateExpired, 0, "the outbound SA reached its hard lifetime")

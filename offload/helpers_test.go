@@ -93,3 +93,5 @@ func udpPacket(buf []byte, off int, src, dst netip.Addr, sport, dport uint16, n 
 }
 
 func newBuf() []byte { return make([]byte, 2048) }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -14,10 +14,19 @@ const DefaultUDPPort = 4500
 // checkConfig validates the parts of in that need no table state and
 // returns the copy to store: selectors deep-copied, defaults filled in
 // (Proto ESP, UDP ports 4500). The keys are not copied yet. Errors are
-// *ndis.Error values that do not name the element.
-func checkConfig(in *Config) (Config, error) {
+// *ndis.Error values that do not name the element. defaultWindow fills
+// in an inbound SA's replay window when it gives none.
+func checkConfig(in *Config, defaultWindow int) (Config, error) {
 	c := *in
 	c.Selectors = slices.Clone(in.Selectors)
+	if c.Direction == Inbound {
+		switch {
+		case c.ReplayWindow == 0:
+			c.ReplayWindow = defaultWindow
+		case c.ReplayWindow == ReplayOff:
+			c.ReplayWindow = 0
+		}
+	}
 
 	switch c.Proto {
 	case 0, ndis.OperationESP:

@@ -79,8 +79,9 @@ type Config struct {
 	Algo algo.Spec
 	// SeqHigh is SequenceNumberHighOrder: the initial high 32 bits (ESN).
 	SeqHigh uint32
-	// ReplayWindow is the anti-replay window of an inbound SA (0 = off,
-	// not allowed with ESN).
+	// ReplayWindow is the anti-replay window of an inbound SA: 0 means
+	// the table's DefaultReplayWindow, ReplayOff turns replay protection
+	// off (not allowed with ESN), and outbound SAs must leave it 0.
 	ReplayWindow int
 	Lifetime     Lifetime
 	// InitialSeq is the first outbound sequence number (low bits; the
@@ -99,6 +100,10 @@ type Config struct {
 	// and AH+ESP bundles are refused with NDIS_STATUS_NOT_SUPPORTED.
 	Proto ndis.Operation
 }
+
+// ReplayOff as Config.ReplayWindow turns an inbound SA's replay
+// protection off, as `ip xfrm state ... replay-window 0` does.
+const ReplayOff = -1
 
 // Counters are an SA's live counters; the data path updates them
 // atomically.

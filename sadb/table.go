@@ -24,10 +24,9 @@ package sadb
 // published, and lookups skip dead SAs, so once Delete returns no lookup
 // returns it, whichever snapshot it loaded. A packet that looked the SA up
 // earlier can still hold it: the engine must check Alive() before using the
-// SA and drop the packet if it is false. Delete then wipes the keys, which
-// can race with such a packet that passed its Alive check just before;
-// waiting for those packets (an RCU grace period: the engine's in-flight
-// batches draining) is the engine's job and not done here.
+// SA and drop the packet if it is false. Delete then calls Quiesce, with
+// which the engine waits for its in-flight batches to drain (an RCU grace
+// period), and only then wipes the keys.
 
 import (
 	"bytes"
@@ -70,6 +69,16 @@ type Table struct {
 	// outbound SA starts asking to be replaced (see esn.NewOutbound). New
 	// sets it to DefaultWarnAt; change it only before the first Add.
 	WarnAt uint64
+
+	// DefaultReplayWindow is the window of an inbound SA whose Config
+	// gives none (ReplayWindow 0). Set it before the first Add.
+	DefaultReplayWindow int
+
+	// Quiesce, when set, is called by Delete after the deleted SAs became
+	// unreachable and before their keys are wiped: the engine sets it to
+	// wait until no packet in flight still holds them (a grace period, as
+	// in RCU). Set it before the first Delete.
+	Quiesce func()
 
 	capacity int
 	snap     atomic.Pointer[snapshot]
@@ -200,7 +209,7 @@ func invalid(format string, args ...any) error {
 // addOne validates c and adds it to x; errors carry their NDIS status and
 // do not name the element yet.
 func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
-	c, err := checkConfig(in)
+	c, err := checkConfig(in, t.DefaultReplayWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -328,8 +337,10 @@ func (t *Table) Delete(handles []Handle) []error {
 		}
 	}
 	t.mu.Unlock()
-	// Unreachable and dead now: wipe. See the design note at the top of
-	// this file about packets still in flight.
+	// Unreachable and dead now: wait out packets in flight, then wipe.
+	if t.Quiesce != nil && len(gone) > 0 {
+		t.Quiesce()
+	}
 	for _, sa := range gone {
 		if sa.Cipher != nil {
 			sa.Cipher.Wipe()

@@ -115,7 +115,9 @@ func TestAddValidation(t *testing.T) {
 		{"ESN without window", mod(in, func(c *Config) { c.Algo.ESN = true; c.ReplayWindow = 0 }), inv, "anti-replay window"},
 		{"window 0 without ESN", mod(in, func(c *Config) { c.ReplayWindow = 0 }), 0, ""},
 		{"window 16", mod(in, func(c *Config) { c.ReplayWindow = 16 }), inv, "replay window size 16"},
-		{"window negative", mod(in, func(c *Config) { c.ReplayWindow = -1 }), inv, "replay window size -1"},
+		{"window negative", mod(in, func(c *Config) { c.ReplayWindow = -2 }), inv, "replay window size -2"},
+		{"window off", mod(in, func(c *Config) { c.ReplayWindow = ReplayOff }), 0, ""},
+		{"window off with ESN", mod(in, func(c *Config) { c.Algo.ESN = true; c.ReplayWindow = ReplayOff }), inv, "extended sequence numbers need"},
 		{"window huge", mod(in, func(c *Config) { c.ReplayWindow = 1 << 20 }), inv, "out of range"},
 		{"ESN window 32", mod(in, func(c *Config) { c.Algo.ESN = true; c.ReplayWindow = 32 }), 0, ""},
 		{"soft above hard", mod(out, func(c *Config) { c.Lifetime = Lifetime{SoftBytes: 10, HardBytes: 5} }), inv, "soft byte limit 10"},
@@ -570,5 +572,26 @@ func TestListOrder(t *testing.T) {
 	h := mustAdd(t, tab, outCfg(6000, "10.0.0.1"))[0]
 	if tab.Get(h) == nil || len(tab.List()) != 1 {
 		t.Error("Get/List broken after emptying the table")
+	}
+}
+
+// TestDefaultReplayWindow: an inbound SA without a window gets the table's
+// default, ReplayOff turns protection off.
+func TestDefaultReplayWindow(t *testing.T) {
+	tab := New(4)
+	tab.DefaultReplayWindow = 128
+	c1 := inCfg(0x1001, "192.0.2.1")
+	c1.ReplayWindow = 0
+	c2 := inCfg(0x1002, "192.0.2.1")
+	c2.ReplayWindow = ReplayOff
+	res, st := tab.Add([]Config{c1, c2})
+	if st != ndis.StatusSuccess || res[0].Err != nil || res[1].Err != nil {
+		t.Fatalf("add: %v %v %v", st, res[0].Err, res[1].Err)
+	}
+	if got := tab.Get(res[0].Handle).In.Size(); got != 128 {
+		t.Errorf("default window %d, want 128", got)
+	}
+	if got := tab.Get(res[1].Handle).In.Size(); got != 0 {
+		t.Errorf("ReplayOff window %d, want 0", got)
 	}
 }
