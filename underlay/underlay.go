@@ -339,10 +339,27 @@ func (c *Conn) Run(ctx context.Context, log *slog.Logger, deliver Deliver) {
 	wg.Wait()
 }
 
-// readRaw4: an IPv4 raw socket returns the packet with its header.
+// readRaw4 reads from the IPv4 raw socket with read(2), which returns the
+// packet with its IP header as it was on the wire (the net package would
+// strip the header).
 func (c *Conn) readRaw4(buf []byte) (int, int, error) {
-	n, _, err := c.raw4.ReadFrom(buf[Headroom:])
-	return Headroom, Headroom + n, err
+	rc, err := c.raw4.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), buf[Headroom:])
+		return rerr != unix.EAGAIN
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return Headroom, Headroom + n, nil
 }
 
 // readV6 reads an ESP packet (raw) or UDP payload from an IPv6 socket and
