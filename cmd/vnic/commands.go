@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"vnic/ndis"
+	"vnic/oid"
+)
+
+// errReported ends a command whose failures were already printed.
+var errReported = errors.New("failures reported above")
+
+// command runs a client command.
+func (c *cli) command(args []string) error {
+	switch args[0] {
+	case "caps", "capabilities":
+		return c.caps(args[1:])
+	case "sa":
+		return c.sa(args[1:])
+	case "stats", "statistics":
+		return c.stats(args[1:])
+	case "events":
+		return c.events(args[1:])
+	}
+	return usageErr("unknown command %s", quote(args[0]))
+}
+
+// dial connects to the daemon.
+func (c *cli) dial() (*oid.Client, error) {
+	return oid.Dial(c.socket)
+}
+
+// do sends req and decodes the response into resp; with --json it prints
+// the response as the daemon sent it instead.
+func (c *cli) do(req, resp any) error {
+	cl, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var raw json.RawMessage
+	err = cl.Do(c.ctx, req, &raw)
+	if len(raw) > 0 {
+		if c.json {
+			fmt.Fprintf(c.stdout, "%s\n", bytes.TrimSpace(raw))
+		} else if resp != nil {
+			if derr := json.Unmarshal(raw, resp); derr != nil && err == nil {
+				err = fmt.Errorf("decode the daemon's response: %w", derr)
+			}
+		}
+	}
+	return err
+}
+
+func noArgs(cmd string, args []string) error {
+	if len(args) > 0 {
+		return usageErr("%s: unexpected argument %s", cmd, quote(args[0]))
+	}
+	return nil
+}
+
+func (c *cli) caps(args []string) error {
+	if err := noArgs("caps", args); err != nil {
+		return err
+	}
+	var r oid.CapabilitiesResponse
+	if err := c.do(oid.Request{OID: oid.OIDCapabilities}, &r); err != nil {
+		return fmt.Errorf("caps: %w", err)
+	}
+	if !c.json {
+		printCaps(c.stdout, &r.Capabilities)
+	}
+	return nil
+}
+
+const saUsage = "sa: expected add, del, update, list, show or request-delete"
+
+func (c *cli) sa(args []string) error {
+	if len(args) == 0 {
+		return usageErr(saUsage)
+	}
+	switch args[0] {
+	case "add":
+		return c.saAdd(args[1:])
+	case "del", "delete":
+		return c.saDel(args[1:])
+	case "update":
+		return c.saUpdate(args[1:])
+	case "list", "ls":
+		if err := noArgs("sa list", args[1:]); err != nil {
+			return err
+		}
+		return c.saList(0)
+	case "show", "get":
+		if len(args) != 2 {
+			return usageErr("sa show: expected one handle, like: vnic sa show 3")
+		}
+		h, err := parseHandle("sa show", args[1])
+		if err != nil {
+			return err
+		}
+		return c.saList(h)
+	case "request-delete":
+		if len(args) != 2 {
+			return usageErr("sa request-delete: expected one handle, like: vnic sa request-delete 3")
+		}
+		h, err := parseHandle("sa request-delete", args[1])
+		if err != nil {
+			return err
+		}
+		if err := c.do(oid.HandleRequest{Request: oid.Request{OID: oid.OIDRequestDelete}, Handle: h}, nil); err != nil {
+			return fmt.Errorf("sa request-delete: %w", err)
+		}
+		if !c.json {
+			fmt.Fprintf(c.stdout, "delete requested for SA %d: the device raised SaDeleteReq\n", h)
+		}
+		return nil
+	}
+	return usageErr("%s, got %s", saUsage, quote(args[0]))
+}
+
+func parseHandle(cmd, s string) (uint64, error) {
+	h, err := parseNum(s, 64)
+	if err != nil || h == 0 {
+		return 0, fmt.Errorf("%s: expected a handle like 3, got %s", cmd, quote(s))
+	}
+	return h, nil
+}
+
+func (c *cli) saAdd(words []string) error {
+	b, err := parseSAAdd(words)
+	if err != nil {
+		return fmt.Errorf("sa add: %w (vnic sa add -h lists the words)", err)
+	}
+	defer b.KeyData.Wipe()
+	var r oid.AddSAResponse
+	if err := c.do(oid.AddSARequest{Request: oid.Request{OID: oid.OIDAddSA}, SAs: []oid.SA{b}}, &r); err != nil {
+		return fmt.Errorf("sa add: %w", err)
+	}
+	if !c.json {
+		for _, res := range r.Results {
+			fmt.Fprintf(c.stdout, "handle %d\n", res.Handle)
+		}
+	}
+	return nil
+}
+
+func (c *cli) saDel(args []string) error {
+	if len(args) == 0 {
+		return usageErr("sa del: expected one or more handles, like: vnic sa del 3 4")
+	}
+	hs := make([]uint64, len(args))
+	for i, a := range args {
+		h, err := parseHandle("sa del", a)
+		if err != nil {
+			return err
+		}
+		hs[i] = h
+	}
+	var r oid.DeleteSAResponse
+	err := c.do(oid.DeleteSARequest{Request: oid.Request{OID: oid.OIDDeleteSA}, Handles: hs}, &r)
+	if c.json || len(r.Results) == 0 {
+		if err != nil {
+			return fmt.Errorf("sa del: %w", err)
+		}
+		return nil
+	}
+	failed := false
+	for _, res := range r.Results {
+		if res.Status == ndis.StatusSuccess.String() {
+			fmt.Fprintf(c.stdout, "deleted %d\n", res.Handle)
+			continue
+		}
+		failed = true
+		fmt.Fprintf(c.stderr, "vnic: sa del: %s (%s)\n", res.Reason, res.Status)
+	}
+	if failed {
+		return errReported
+	}
+	return nil
+}
+
+func (c *cli) saUpdate(args []string) error {
+	const want = "sa update: expected HANDLE seq-hi N [spi SPI], like: vnic sa update 3 seq-hi 1"
+	if len(args) == 0 {
+		return usageErr(want)
+	}
+	h, err := parseHandle("sa update", args[0])
+	if err != nil {
+		return err
+	}
+	var spi, hi *uint32
+	for i := 1; i < len(args); i += 2 {
+		w := args[i]
+		if i+1 >= len(args) {
+			return fmt.Errorf("sa update: %s: expected a number, got nothing", w)
+		}
+		n, err := parseNum(args[i+1], 32)
+		v := uint32(n)
+		switch w {
+		case "seq-hi", "replay-seq-hi", "replay-oseq-hi":
+			if err != nil {
+				return fmt.Errorf("sa update: %s: expected the high-order 32 bits, a number from 0 to 4294967295, got %s", w, quote(args[i+1]))
+			}
+			hi = &v
+		case "spi":
+			if err != nil {
+				return fmt.Errorf("sa update: spi: expected a number like 0x1000, got %s", quote(args[i+1]))
+			}
+			spi = &v
+		default:
+			return usageErr("%s; got %s", want, quote(w))
+		}
+	}
+	if hi == nil {
+		return usageErr(want)
+	}
+	if spi == nil {
+		// NDIS names the SA by handle and SPI: look the SPI up.
+		var q oid.QuerySAResponse
+		cl := *c
+		cl.json = false
+		if err := cl.do(oid.HandleRequest{Request: oid.Request{OID: oid.OIDQuerySA}, Handle: h}, &q); err != nil {
+			return fmt.Errorf("sa update: %w", err)
+		}
+		spi = &q.SAs[0].SPI
+	}
+	req := oid.UpdateSARequest{Request: oid.Request{OID: oid.OIDUpdateSA}, Handle: h,
+		Operation: uint32(ndis.OperationESP), Spi: spi, SequenceNumberHighOrder: hi}
+	if err := c.do(req, nil); err != nil {
+		return fmt.Errorf("sa update: %w", err)
+	}
+	if !c.json {
+		fmt.Fprintf(c.stdout, "updated %d: seq-hi %d\n", h, *hi)
+	}
+	return nil
+}
+
+// saList lists all SAs (handle 0) or shows one.
+func (c *cli) saList(h uint64) error {
+	var r oid.QuerySAResponse
+	what := "sa list"
+	if h != 0 {
+		what = "sa show"
+	}
+	if err := c.do(oid.HandleRequest{Request: oid.Request{OID: oid.OIDQuerySA}, Handle: h}, &r); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if c.json {
+		return nil
+	}
+	if h != 0 {
+		for i := range r.SAs {
+			printSA(c.stdout, &r.SAs[i])
+		}
+		return nil
+	}
+	printSAList(c.stdout, r.SAs)
+	return nil
+}
+
+func (c *cli) stats(args []string) error {
+	if err := noArgs("stats", args); err != nil {
+		return err
+	}
+	var r oid.StatisticsResponse
+	if err := c.do(oid.Request{OID: oid.OIDStatistics}, &r); err != nil {
+		return fmt.Errorf("stats: %w", err)
+	}
+	if !c.json {
+		printStats(c.stdout, r.Stats, c.all)
+	}
+	return nil
+}
+
+func (c *cli) events(args []string) error {
+	if err := noArgs("events", args); err != nil {
+		return err
+	}
+	cl, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var lost uint64
+	err = cl.SubscribeRaw(c.ctx, func(line []byte) error {
+		if c.json {
+			_, err := fmt.Fprintf(c.stdout, "%s\n", line)
+			return err
+		}
+		var m oid.EventMessage
+		if err := json.Unmarshal(line, &m); err != nil {
+			return fmt.Errorf("the daemon sent an event that is not JSON: %w", err)
+		}
+		if m.Lost > lost {
+			fmt.Fprintf(c.stdout, "(%d events lost: this client fell behind)\n", m.Lost-lost)
+			lost = m.Lost
+		}
+		printEvent(c.stdout, &m)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,841 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"vnic/ndis"
+	"vnic/oid"
+)
+
+// The `vnic sa add` words follow `ip xfrm state add` where it has a word
+// for the thing, plus vnic's own (dir, sel, pair, allow-legacy).
+const saAddUsage = `vnic sa add dir in|out [src ADDR] [dst ADDR] [proto esp] spi SPI [mode tunnel|transport]
+    ALGORITHM [encap espinudp SPORT DPORT 0.0.0.0] [replay-window N] [flag esn]
+    [seq-hi N] [seq N | replay-seq N | replay-oseq N] [limit NAME N]...
+    [sel [src PREFIX] [dst PREFIX] [proto PROTO] [sport N] [dport N]]... [pair HANDLE] [allow-legacy]
+ALGORITHM is one of
+    aead rfc4106(gcm(aes)) 0xKEYSALT 64|96|128         (AES-GCM; key 20, 28 or 36 bytes with the salt)
+    aead rfc4543(gcm(aes)) 0xKEYSALT 128               (AES-GMAC, integrity only)
+    aead rfc7539esp(chacha20,poly1305) 0xKEYSALT 128   (key 36 bytes with the salt)
+    enc cbc(aes) 0xKEY  auth-trunc hmac(sha1|sha256|sha384|sha512) 0xKEY BITS
+    enc ecb(cipher_null) ''  auth-trunc hmac(...) 0xKEY BITS
+    (auth NAME 0xKEY instead of auth-trunc uses Linux's default truncation)
+limit NAME is byte-soft, byte-hard, packet-soft, packet-hard, time-soft or time-hard (seconds).
+mode defaults to transport, as in ip xfrm.`
+
+// saAdd collects the words of `vnic sa add`.
+type saAdd struct {
+	words []string
+	i     int
+	seen  map[string]bool
+
+	sa        oid.SA
+	ext       oid.SAExtensions
+	dir       string
+	mode      string
+	encap     bool
+	aead      *algWords
+	enc, auth *algWords
+	hasExt    bool
+}
+
+// algWords is one algorithm as the words gave it.
+type algWords struct {
+	word string // aead, enc, auth or auth-trunc
+	name string
+	key  []byte
+	bits uint64 // ICV or truncation bits; 0 for the default
+}
+
+// parseSAAdd turns `vnic sa add` words into an SA bundle. Its errors
+// name the word that is wrong and what was expected; they never quote a
+// key.
+func parseSAAdd(words []string) (oid.SA, error) {
+	p := &saAdd{words: words, seen: map[string]bool{}}
+	if err := p.parse(); err != nil {
+		return oid.SA{}, err
+	}
+	return p.bundle()
+}
+
+func (p *saAdd) next() (string, bool) {
+	if p.i >= len(p.words) {
+		return "", false
+	}
+	w := p.words[p.i]
+	p.i++
+	return w, true
+}
+
+func (p *saAdd) peek() string {
+	if p.i >= len(p.words) {
+		return ""
+	}
+	return p.words[p.i]
+}
+
+// arg returns the argument of word, or an error saying what was expected.
+func (p *saAdd) arg(word, expected string) (string, error) {
+	w, ok := p.next()
+	if !ok {
+		return "", fmt.Errorf("%s: expected %s, got nothing", word, expected)
+	}
+	return w, nil
+}
+
+// once refuses a word given twice.
+func (p *saAdd) once(word string) error {
+	if p.seen[word] {
+		return fmt.Errorf("%s: given twice", word)
+	}
+	p.seen[word] = true
+	return nil
+}
+
+// ignoredWords are `ip xfrm state` words that vnic has no use for.
+var ignoredWords = map[string]bool{
+	"reqid": true, "mark": true, "output-mark": true, "if_id": true, "ctx": true, "extra-flag": true,
+	"tfcpad": true, "offload": true, "coa": true, "sec-ctx": true, "replay-window-esn": true, "comp": true,
+	"auth-trunc-esn": true, "nat-keepalive-interval": true, "dir-esn": true,
+}
+
+const wordList = "dir, src, dst, proto, spi, mode, aead, enc, auth, auth-trunc, encap, replay-window, flag, seq, replay-seq, replay-oseq, seq-hi, replay-seq-hi, replay-oseq-hi, limit, sel, pair or allow-legacy"
+
+func (p *saAdd) parse() error {
+	for {
+		w, ok := p.next()
+		if !ok {
+			return nil
+		}
+		var err error
+		switch w {
+		case "dir":
+			err = p.direction()
+		case "src", "dst":
+			err = p.endpoint(w)
+		case "proto":
+			err = p.proto()
+		case "spi":
+			err = p.spi()
+		case "mode":
+			err = p.modeWord()
+		case "aead", "enc", "auth", "auth-trunc":
+			err = p.algorithm(w)
+		case "encap":
+			err = p.encapWord()
+		case "replay-window":
+			err = p.replayWindow()
+		case "flag":
+			err = p.flags()
+		case "seq", "replay-seq", "replay-oseq":
+			err = p.seq(w)
+		case "seq-hi", "replay-seq-hi", "replay-oseq-hi":
+			err = p.seqHi(w)
+		case "limit":
+			err = p.limits()
+		case "sel":
+			err = p.selector()
+		case "pair":
+			err = p.pair()
+		case "allow-legacy":
+			if err = p.once(w); err == nil {
+				p.ext.AllowLegacy, p.hasExt = true, true
+			}
+		default:
+			if ignoredWords[w] {
+				return fmt.Errorf("%s is an ip xfrm word that vnic does not use: remove it", strconv.Quote(w))
+			}
+			return fmt.Errorf("unknown word %s: expected %s", quote(w), wordList)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (p *saAdd) direction() error {
+	if err := p.once("dir"); err != nil {
+		return err
+	}
+	v, err := p.arg("dir", "in or out")
+	if err != nil {
+		return err
+	}
+	switch v {
+	case "in", "out":
+		p.dir = v
+		return nil
+	}
+	return fmt.Errorf("dir: expected in or out, got %s", quote(v))
+}
+
+func (p *saAdd) endpoint(word string) error {
+	if err := p.once(word); err != nil {
+		return err
+	}
+	v, err := p.arg(word, "an IP address like 192.0.2.1")
+	if err != nil {
+		return err
+	}
+	if v == "any" {
+		return nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil || a.Zone() != "" {
+		return fmt.Errorf("%s: expected an IP address like 192.0.2.1, got %s", word, quote(v))
+	}
+	if word == "src" {
+		p.sa.SrcAddr = a.String()
+	} else {
+		p.sa.DestAddr = a.String()
+	}
+	return nil
+}
+
+func (p *saAdd) proto() error {
+	if err := p.once("proto"); err != nil {
+		return err
+	}
+	v, err := p.arg("proto", "esp")
+	if err != nil {
+		return err
+	}
+	switch v {
+	case "esp":
+		p.saAssoc().Operation = uint32(ndis.OperationESP)
+	case "ah":
+		// The daemon refuses AH with NDIS_STATUS_NOT_SUPPORTED.
+		p.saAssoc().Operation = uint32(ndis.OperationAH)
+	default:
+		return fmt.Errorf("proto: expected esp, got %s", quote(v))
+	}
+	return nil
+}
+
+// saAssoc returns the bundle's one SecAssoc element.
+func (p *saAdd) saAssoc() *oid.SecAssoc {
+	if len(p.sa.SecAssoc) == 0 {
+		p.sa.SecAssoc = []oid.SecAssoc{{Operation: uint32(ndis.OperationESP)}}
+	}
+	return &p.sa.SecAssoc[0]
+}
+
+func (p *saAdd) spi() error {
+	if err := p.once("spi"); err != nil {
+		return err
+	}
+	v, err := p.arg("spi", "a number like 0x1000")
+	if err != nil {
+		return err
+	}
+	n, err := parseNum(v, 32)
+	if err != nil {
+		return fmt.Errorf("spi: expected a number like 0x1000, got %s", quote(v))
+	}
+	p.saAssoc().Spi = uint32(n)
+	return nil
+}
+
+func (p *saAdd) modeWord() error {
+	if err := p.once("mode"); err != nil {
+		return err
+	}
+	v, err := p.arg("mode", "tunnel or transport")
+	if err != nil {
+		return err
+	}
+	if v != "tunnel" && v != "transport" {
+		return fmt.Errorf("mode: expected tunnel or transport, got %s", quote(v))
+	}
+	p.mode = v
+	return nil
+}
+
+func (p *saAdd) algorithm(word string) error {
+	if err := p.once(word); err != nil {
+		return err
+	}
+	a := &algWords{word: word}
+	var err error
+	if a.name, err = p.arg(word, "an algorithm name"); err != nil {
+		return err
+	}
+	if looksLikeKey(a.name) {
+		return fmt.Errorf("%s: expected an algorithm name before the key, got %s", word, quote(a.name))
+	}
+	keyWord := word + " " + a.name + " key"
+	k, ok := p.next()
+	if !ok {
+		return fmt.Errorf("%s: expected 0x followed by hex digits, got nothing", keyWord)
+	}
+	if a.key, err = parseKey(keyWord, k); err != nil {
+		return err
+	}
+	if word == "aead" || word == "auth-trunc" {
+		what := "the ICV length in bits, like 128"
+		if word == "auth-trunc" {
+			what = "the truncation length in bits, like 128"
+		}
+		v, err := p.arg(word+" "+a.name, what)
+		if err != nil {
+			return err
+		}
+		if a.bits, err = parseNum(v, 16); err != nil || a.bits == 0 || a.bits%8 != 0 {
+			return fmt.Errorf("%s %s: expected %s (a multiple of 8), got %s", word, a.name, what, quote(v))
+		}
+	}
+	switch word {
+	case "aead":
+		p.aead = a
+	case "enc":
+		p.enc = a
+	default:
+		if p.auth != nil {
+			return fmt.Errorf("%s: give auth or auth-trunc, not both", word)
+		}
+		p.auth = a
+	}
+	return nil
+}
+
+func (p *saAdd) encapWord() error {
+	if err := p.once("encap"); err != nil {
+		return err
+	}
+	v, err := p.arg("encap", "espinudp")
+	if err != nil {
+		return err
+	}
+	switch v {
+	case "espinudp":
+	case "espinudp-nonike", "espintcp":
+		return fmt.Errorf("encap: %s is not supported: use espinudp (RFC 3948)", v)
+	default:
+		return fmt.Errorf("encap: expected espinudp, got %s", quote(v))
+	}
+	var ports [2]uint16
+	for i, name := range []string{"source port", "destination port"} {
+		v, err := p.arg("encap espinudp", "the "+name+", like 4500")
+		if err != nil {
+			return err
+		}
+		n, err := parseNum(v, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("encap espinudp: expected the %s, a number from 1 to 65535 like 4500, got %s", name, quote(v))
+		}
+		ports[i] = uint16(n)
+	}
+	v, err = p.arg("encap espinudp", "the original address, like 0.0.0.0")
+	if err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(v); err != nil {
+		return fmt.Errorf("encap espinudp: expected the original address, like 0.0.0.0, got %s", quote(v))
+	}
+	p.encap = true
+	p.ext.UDP, p.hasExt = &oid.UDPPorts{SPort: ports[0], DPort: ports[1]}, true
+	return nil
+}
+
+func (p *saAdd) replayWindow() error {
+	if err := p.once("replay-window"); err != nil {
+		return err
+	}
+	v, err := p.arg("replay-window", "a window size in packets, like 128 (0 turns replay protection off)")
+	if err != nil {
+		return err
+	}
+	n, err := parseNum(v, 31)
+	if err != nil {
+		return fmt.Errorf("replay-window: expected a window size in packets, like 128 (0 turns replay protection off), got %s", quote(v))
+	}
+	w := int(n)
+	p.ext.ReplayWindow, p.hasExt = &w, true
+	return nil
+}
+
+// xfrmFlags are the `ip xfrm state` flag names.
+var xfrmFlags = map[string]bool{
+	"esn": true, "noecn": true, "decap-dscp": true, "nopmtudisc": true, "wildrecv": true,
+	"icmp": true, "af-unspec": true, "align4": true,
+}
+
+func (p *saAdd) flags() error {
+	v, err := p.arg("flag", "esn")
+	if err != nil {
+		return err
+	}
+	for {
+		switch {
+		case v == "esn":
+			p.saAssoc().Flags |= ndis.FlagESN
+		case xfrmFlags[v]:
+			return fmt.Errorf("flag %s: not supported by vnic; the flag vnic takes is esn", v)
+		default:
+			return fmt.Errorf("flag: expected esn, got %s", quote(v))
+		}
+		if !xfrmFlags[p.peek()] {
+			return nil
+		}
+		v, _ = p.next()
+	}
+}
+
+func (p *saAdd) seq(word string) error {
+	if err := p.once("seq"); err != nil {
+		return fmt.Errorf("%s: give one of seq, replay-seq and replay-oseq", word)
+	}
+	v, err := p.arg(word, "a sequence number")
+	if err != nil {
+		return err
+	}
+	n, err := parseNum(v, 32)
+	if err != nil {
+		return fmt.Errorf("%s: expected a sequence number from 0 to 4294967295, got %s", word, quote(v))
+	}
+	if word == "replay-oseq" {
+		// ip xfrm's replay-oseq is the last number sent; vnic's
+		// initial_seq is the next one.
+		n++
+	}
+	p.ext.InitialSeq, p.hasExt = n, true
+	return nil
+}
+
+func (p *saAdd) seqHi(word string) error {
+	if err := p.once("seq-hi"); err != nil {
+		return fmt.Errorf("%s: give one of seq-hi, replay-seq-hi and replay-oseq-hi", word)
+	}
+	v, err := p.arg(word, "the high-order 32 bits of the sequence number")
+	if err != nil {
+		return err
+	}
+	n, err := parseNum(v, 32)
+	if err != nil {
+		return fmt.Errorf("%s: expected the high-order 32 bits of the sequence number, a number from 0 to 4294967295, got %s", word, quote(v))
+	}
+	p.saAssoc().SequenceNumberHighOrder = uint32(n)
+	return nil
+}
+
+var limitNames = map[string]bool{
+	"byte-soft": true, "byte-hard": true, "packet-soft": true, "packet-hard": true,
+	"time-soft": true, "time-hard": true, "time-use-soft": true, "time-use-hard": true,
+}
+
+const limitList = "byte-soft, byte-hard, packet-soft, packet-hard, time-soft or time-hard"
+
+func (p *saAdd) limits() error {
+	name, err := p.arg("limit", limitList)
+	if err != nil {
+		return err
+	}
+	if p.ext.Lifetime == nil {
+		p.ext.Lifetime, p.hasExt = &oid.Lifetime{}, true
+	}
+	l := p.ext.Lifetime
+	for {
+		if !limitNames[name] {
+			return fmt.Errorf("limit: expected %s, got %s", limitList, quote(name))
+		}
+		if name == "time-use-soft" || name == "time-use-hard" {
+			return fmt.Errorf("limit %s: not supported by vnic; use time-soft or time-hard (seconds since the SA was added)", name)
+		}
+		if err := p.once("limit " + name); err != nil {
+			return err
+		}
+		v, err := p.arg("limit "+name, "a number")
+		if err != nil {
+			return err
+		}
+		n, err := parseNum(v, 64)
+		if err != nil {
+			return fmt.Errorf("limit %s: expected a number, got %s", name, quote(v))
+		}
+		switch name {
+		case "byte-soft":
+			l.SoftBytes = n
+		case "byte-hard":
+			l.HardBytes = n
+		case "packet-soft":
+			l.SoftPackets = n
+		case "packet-hard":
+			l.HardPackets = n
+		case "time-soft":
+			l.SoftSeconds = n
+		case "time-hard":
+			l.HardSeconds = n
+		}
+		if !limitNames[p.peek()] {
+			return nil
+		}
+		name, _ = p.next()
+	}
+}
+
+// selector reads `sel [src PREFIX] [dst PREFIX] [proto P] [sport N]
+// [dport N]`: it takes words while they belong to it.
+func (p *saAdd) selector() error {
+	n := len(p.ext.Selectors)
+	s := oid.Selector{}
+	seen := map[string]bool{}
+	for {
+		w := p.peek()
+		switch w {
+		case "src", "dst", "proto", "sport", "dport", "dev":
+		default:
+			p.ext.Selectors, p.hasExt = append(p.ext.Selectors, s), true
+			return nil
+		}
+		p.next()
+		word := fmt.Sprintf("sel %d %s", n+1, w)
+		if seen[w] {
+			return fmt.Errorf("%s: given twice", word)
+		}
+		seen[w] = true
+		switch w {
+		case "src", "dst":
+			v, err := p.arg(word, "a prefix like 10.0.0.0/24")
+			if err != nil {
+				return err
+			}
+			if v != "any" {
+				if err := checkPrefix(v); err != nil {
+					return fmt.Errorf("%s: %v", word, err)
+				}
+			}
+			if w == "src" {
+				s.Src = v
+			} else {
+				s.Dst = v
+			}
+		case "proto":
+			v, err := p.arg(word, "a protocol like tcp, udp, icmp or a number")
+			if err != nil {
+				return err
+			}
+			pr, err := oid.ParseIPProto(v)
+			if err != nil {
+				return fmt.Errorf("%s: %v", word, err)
+			}
+			s.Proto = pr
+		case "sport", "dport":
+			v, err := p.arg(word, "a port number")
+			if err != nil {
+				return err
+			}
+			port, err := parseNum(v, 16)
+			if err != nil {
+				return fmt.Errorf("%s: expected a port number from 0 to 65535, got %s", word, quote(v))
+			}
+			if w == "sport" {
+				s.SPort = uint16(port)
+			} else {
+				s.DPort = uint16(port)
+			}
+		case "dev":
+			return fmt.Errorf("%s: not supported by vnic: selectors name addresses, protocols and ports", word)
+		}
+	}
+}
+
+// checkPrefix accepts a prefix like 10.0.0.0/24 or an address.
+func checkPrefix(v string) error {
+	if strings.Contains(v, "/") {
+		if _, err := netip.ParsePrefix(v); err != nil {
+			return fmt.Errorf("expected a prefix like 10.0.0.0/24, got %s", quote(v))
+		}
+		return nil
+	}
+	if _, err := netip.ParseAddr(v); err != nil {
+		return fmt.Errorf("expected a prefix like 10.0.0.0/24, got %s", quote(v))
+	}
+	return nil
+}
+
+func (p *saAdd) pair() error {
+	if err := p.once("pair"); err != nil {
+		return err
+	}
+	v, err := p.arg("pair", "the handle of the opposite-direction SA")
+	if err != nil {
+		return err
+	}
+	h, err := parseNum(v, 64)
+	if err != nil || h == 0 {
+		return fmt.Errorf("pair: expected the handle of the opposite-direction SA, like 3, got %s", quote(v))
+	}
+	p.ext.Pair, p.hasExt = h, true
+	return nil
+}
+
+// The `aead` names.
+const (
+	aeadGCM    = "rfc4106(gcm(aes))"
+	aeadGMAC   = "rfc4543(gcm(aes))"
+	aeadChaCha = "rfc7539esp(chacha20,poly1305)"
+)
+
+// encNames are the `enc` names, with ip xfrm's short forms.
+var encNames = map[string]string{
+	"cbc(aes)": "cbc(aes)", "aes": "cbc(aes)",
+	"ecb(cipher_null)": "ecb(cipher_null)", "cipher_null": "ecb(cipher_null)",
+	"cbc(des)": "cbc(des)", "des": "cbc(des)",
+	"cbc(des3_ede)": "cbc(des3_ede)", "des3_ede": "cbc(des3_ede)",
+}
+
+// authNames are the `auth` names, with ip xfrm's short forms.
+var authNames = map[string]string{
+	"hmac(md5)": "hmac(md5)", "md5": "hmac(md5)",
+	"hmac(sha1)": "hmac(sha1)", "sha1": "hmac(sha1)",
+	"hmac(sha256)": "hmac(sha256)", "sha256": "hmac(sha256)",
+	"hmac(sha384)": "hmac(sha384)", "sha384": "hmac(sha384)",
+	"hmac(sha512)": "hmac(sha512)", "sha512": "hmac(sha512)",
+}
+
+// bundle assembles the SA from the words read.
+func (p *saAdd) bundle() (oid.SA, error) {
+	if p.dir == "" {
+		return oid.SA{}, errors.New(`missing "dir in" or "dir out": vnic needs the SA's direction`)
+	}
+	if !p.seen["spi"] {
+		return oid.SA{}, errors.New(`missing "spi SPI", like spi 0x1000`)
+	}
+	p.sa.Direction = p.dir
+	sa := p.saAssoc()
+	if p.mode == "" {
+		p.mode = "transport" // as ip xfrm
+	}
+	p.ext.Mode, p.hasExt = p.mode, true
+	if p.encap {
+		p.sa.UdpEspEncapsulation = ndis.UDPESPTunnel
+		if p.mode == "transport" {
+			p.sa.UdpEspEncapsulation = ndis.UDPESPTransport
+		}
+	}
+
+	var encKey, authKey []byte
+	switch {
+	case p.aead != nil:
+		if p.enc != nil || p.auth != nil {
+			return oid.SA{}, errors.New("aead: cannot be combined with enc, auth or auth-trunc: an AEAD encrypts and authenticates")
+		}
+		a := p.aead
+		switch a.name {
+		case aeadGCM:
+			id, err := byKeyLen(a, aeadGCM, "AES key and 4-byte salt", map[int]uint32{
+				20: uint32(ndis.EncryptionAESGCM128), 28: uint32(ndis.EncryptionAESGCM192), 36: uint32(ndis.EncryptionAESGCM256)})
+			if err != nil {
+				return oid.SA{}, err
+			}
+			if a.bits != 64 && a.bits != 96 && a.bits != 128 {
+				return oid.SA{}, fmt.Errorf("aead %s: expected an ICV length of 64, 96 or 128 bits, got %d", a.name, a.bits)
+			}
+			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: id, KeyLength: uint32(len(a.key)), AdditionalInfo: uint32(a.bits / 8)}
+			encKey = a.key
+		case aeadGMAC:
+			id, err := byKeyLen(a, aeadGMAC, "AES key and 4-byte salt", map[int]uint32{
+				20: uint32(ndis.AuthenticationAESGMAC128), 28: uint32(ndis.AuthenticationAESGMAC192), 36: uint32(ndis.AuthenticationAESGMAC256)})
+			if err != nil {
+				return oid.SA{}, err
+			}
+			if a.bits != 128 {
+				return oid.SA{}, fmt.Errorf("aead %s: expected an ICV length of 128 bits, got %d", a.name, a.bits)
+			}
+			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: uint32(ndis.EncryptionNone)}
+			sa.AuthenticationAlgorithm = oid.AlgorithmInfo{Identifier: id, KeyLength: uint32(len(a.key)), AdditionalInfo: 16}
+			authKey = a.key
+		case aeadChaCha:
+			id, err := byKeyLen(a, aeadChaCha, "256-bit key and 4-byte salt", map[int]uint32{36: uint32(ndis.EncryptionChaCha20Poly1305)})
+			if err != nil {
+				return oid.SA{}, err
+			}
+			if a.bits != 128 {
+				return oid.SA{}, fmt.Errorf("aead %s: expected an ICV length of 128 bits, got %d", a.name, a.bits)
+			}
+			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: id, KeyLength: uint32(len(a.key)), AdditionalInfo: 16}
+			encKey = a.key
+		default:
+			return oid.SA{}, fmt.Errorf("aead: expected %s, %s or %s, got %s", aeadGCM, aeadGMAC, aeadChaCha, quote(a.name))
+		}
+	case p.enc != nil || p.auth != nil:
+		if p.enc != nil {
+			id, err := encAlgorithm(p.enc)
+			if err != nil {
+				return oid.SA{}, err
+			}
+			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: id, KeyLength: uint32(len(p.enc.key))}
+			encKey = p.enc.key
+		} else {
+			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: uint32(ndis.EncryptionNone)}
+		}
+		if p.auth == nil {
+			return oid.SA{}, fmt.Errorf("enc %s: needs an integrity algorithm: add auth-trunc hmac(sha256) 0xKEY 128", p.enc.name)
+		}
+		a := p.auth
+		name, ok := authNames[a.name]
+		if !ok {
+			return oid.SA{}, fmt.Errorf("%s: expected hmac(sha1), hmac(sha256), hmac(sha384) or hmac(sha512), got %s", a.word, quote(a.name))
+		}
+		var alg oid.Algorithm
+		for _, c := range oid.Catalogue {
+			if c.Name == name {
+				alg = c
+			}
+		}
+		bits := a.bits
+		if a.word == "auth" {
+			bits = uint64(alg.XfrmAuthBits) // Linux's default for `auth`
+		}
+		sa.AuthenticationAlgorithm = oid.AlgorithmInfo{Identifier: uint32(alg.Authentication),
+			KeyLength: uint32(len(a.key)), KeyOffsetBytes: uint32(len(encKey)), AdditionalInfo: uint32(bits / 8)}
+		authKey = a.key
+	default:
+		return oid.SA{}, errors.New("missing an algorithm: give aead rfc4106(gcm(aes)) 0xKEYSALT 128, or enc cbc(aes) 0xKEY with auth-trunc hmac(sha256) 0xKEY 128")
+	}
+	p.sa.KeyData = append(append(oid.Key{}, encKey...), authKey...)
+	p.sa.KeyLength = uint32(len(p.sa.KeyData))
+	if p.hasExt {
+		p.sa.Vnic = &p.ext
+	}
+	return p.sa, nil
+}
+
+// byKeyLen picks an identifier by the key's length.
+func byKeyLen(a *algWords, name, what string, ids map[int]uint32) (uint32, error) {
+	if id, ok := ids[len(a.key)]; ok {
+		return id, nil
+	}
+	var lens []string
+	for _, n := range []int{20, 28, 36} {
+		if _, ok := ids[n]; ok {
+			lens = append(lens, strconv.Itoa(n))
+		}
+	}
+	return 0, fmt.Errorf("%s %s key: expected %s bytes (%s), got %d bytes", a.word, name, joinOr(lens), what, len(a.key))
+}
+
+// encAlgorithm returns the identifier of an `enc` algorithm.
+func encAlgorithm(a *algWords) (uint32, error) {
+	name, ok := encNames[a.name]
+	if !ok {
+		return 0, fmt.Errorf("enc: expected cbc(aes) or ecb(cipher_null), got %s", quote(a.name))
+	}
+	switch name {
+	case "ecb(cipher_null)":
+		if len(a.key) != 0 {
+			return 0, fmt.Errorf("enc %s: takes no key: write ''", a.name)
+		}
+		return uint32(ndis.EncryptionNone), nil
+	case "cbc(aes)":
+		ids := map[int]ndis.EncryptionID{16: ndis.EncryptionAESCBC128, 24: ndis.EncryptionAESCBC192, 32: ndis.EncryptionAESCBC256}
+		if id, ok := ids[len(a.key)]; ok {
+			return uint32(id), nil
+		}
+		return 0, fmt.Errorf("enc %s key: expected 16, 24 or 32 bytes, got %d bytes", a.name, len(a.key))
+	case "cbc(des)":
+		return uint32(ndis.EncryptionDESCBC), nil
+	}
+	return uint32(ndis.Encryption3DESCBC), nil
+}
+
+func joinOr(s []string) string {
+	switch len(s) {
+	case 0:
+		return ""
+	case 1:
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// parseNum reads a decimal number, or a hex one with 0x, of at most bits
+// bits.
+func parseNum(s string, bits int) (uint64, error) {
+	if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
+		return strconv.ParseUint(s[2:], 16, bits)
+	}
+	if s == "" || s[0] < '0' || s[0] > '9' {
+		return 0, strconv.ErrSyntax
+	}
+	return strconv.ParseUint(s, 10, bits)
+}
+
+// parseKey reads a key written as 0x and hex digits (” is the empty key).
+// Its errors never quote the key.
+func parseKey(word, s string) ([]byte, error) {
+	if s == "" || s == "''" || s == `""` {
+		return nil, nil
+	}
+	if len(s) < 2 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') {
+		return nil, fmt.Errorf("%s: expected 0x followed by hex digits (vnic takes no text keys)", word)
+	}
+	h := s[2:]
+	if len(h)%2 != 0 {
+		return nil, fmt.Errorf("%s: expected an even number of hex digits after 0x, got %d digits", word, len(h))
+	}
+	k := make([]byte, len(h)/2)
+	for i := 0; i < len(h); i += 2 {
+		hi, ok1 := unhex(h[i])
+		lo, ok2 := unhex(h[i+1])
+		if !ok1 || !ok2 {
+			pos := i + 1
+			if ok1 {
+				pos++
+			}
+			return nil, fmt.Errorf("%s: expected 0x followed by hex digits; character %d after 0x is not one", word, pos)
+		}
+		k[i/2] = hi<<4 | lo
+	}
+	return k, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// quote quotes a word in an error, shortened; a word holding a run of 16
+// or more hex digits, which may be a key in the wrong place, is described
+// and not shown.
+func quote(s string) string {
+	if looksLikeKey(s) {
+		return fmt.Sprintf("a word of %d characters (not shown: it may hold a key)", len(s))
+	}
+	if len(s) > 40 {
+		s = s[:37] + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// looksLikeKey reports whether s holds a run of 16 or more hex digits:
+// more than any number takes.
+func looksLikeKey(s string) bool {
+	run := 0
+	for i := 0; i < len(s); i++ {
+		if !isHexDigit(s[i]) {
+			run = 0
+			continue
+		}
+		if run++; run >= 16 {
+			return true
+		}
+	}
+	return false
+}
+
+func isHexDigit(c byte) bool {
+	_, ok := unhex(c)
+	return ok
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"vnic/ndis"
+	"vnic/sadb"
+)
+
+// hexKey is n bytes of key in 0x form.
+func hexKey(n int) string { return "0x" + strings.Repeat("5a", n) }
+
+func TestParseSAAddGood(t *testing.T) {
+	base := "dir out src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1000 mode tunnel "
+	tests := []struct {
+		name  string
+		line  string
+		check func(t *testing.T, b map[string]any)
+		// want holds JSON fragments the encoded bundle must contain.
+		want []string
+	}{
+		{name: "aes-gcm-128", line: base + "aead rfc4106(gcm(aes)) " + hexKey(20) + " 128",
+			want: []string{`"EncryptionAlgorithm":{"Identifier":8,"KeyLength":20,"AdditionalInfo":16}`, `"KeyLength":20`, `"Spi":4096`, `"direction":"out"`, `"mode":"tunnel"`}},
+		{name: "aes-gcm-192 icv 96", line: base + "aead rfc4106(gcm(aes)) " + hexKey(28) + " 96",
+			want: []string{`"EncryptionAlgorithm":{"Identifier":16,"KeyLength":28,"AdditionalInfo":12}`}},
+		{name: "aes-gcm-256 icv 64", line: base + "aead rfc4106(gcm(aes)) " + hexKey(36) + " 64",
+			want: []string{`"EncryptionAlgorithm":{"Identifier":32,"KeyLength":36,"AdditionalInfo":8}`}},
+		{name: "aes-gmac-128", line: base + "aead rfc4543(gcm(aes)) " + hexKey(20) + " 128",
+			want: []string{`"AuthenticationAlgorithm":{"Identifier":8,"KeyLength":20,"AdditionalInfo":16}`, `"EncryptionAlgorithm":{"Identifier":1}`}},
+		{name: "aes-gmac-256", line: base + "aead rfc4543(gcm(aes)) " + hexKey(36) + " 128",
+			want: []string{`"AuthenticationAlgorithm":{"Identifier":32,"KeyLength":36,"AdditionalInfo":16}`}},
+		{name: "chacha20-poly1305", line: base + "aead rfc7539esp(chacha20,poly1305) " + hexKey(36) + " 128",
+			want: []string{`"EncryptionAlgorithm":{"Identifier":65536,"KeyLength":36,"AdditionalInfo":16}`}},
+		{name: "cbc-aes-128 hmac-sha1", line: base + "enc cbc(aes) " + hexKey(16) + " auth-trunc hmac(sha1) " + hexKey(20) + " 96",
+			want: []string{`"EncryptionAlgorithm":{"Identifier":64,"KeyLength":16}`, `"AuthenticationAlgorithm":{"Identifier":2,"KeyLength":20,"KeyOffsetBytes":16,"AdditionalInfo":12}`, `"KeyLength":36`}},
+		{name: "cbc-aes-192 hmac-sha256", line: base + "enc cbc(aes) " + hexKey(24) + " auth-trunc hmac(sha256) " + hexKey(32) + " 128",
+			want: []string{`"Identifier":128,"KeyLength":24`, `"AuthenticationAlgorithm":{"Identifier":4,"KeyLength":32,"KeyOffsetBytes":24,"AdditionalInfo":16}`}},
+		{name: "cbc-aes-256 hmac-sha384", line: base + "enc aes " + hexKey(32) + " auth-trunc sha384 " + hexKey(48) + " 192",
+			want: []string{`"Identifier":256,"KeyLength":32`, `"AuthenticationAlgorithm":{"Identifier":65536,"KeyLength":48,"KeyOffsetBytes":32,"AdditionalInfo":24}`}},
+		{name: "cbc-aes-256 hmac-sha512", line: base + "enc cbc(aes) " + hexKey(32) + " auth-trunc hmac(sha512) " + hexKey(64) + " 256",
+			want: []string{`"AuthenticationAlgorithm":{"Identifier":131072,"KeyLength":64,"KeyOffsetBytes":32,"AdditionalInfo":32}`}},
+		{name: "null with hmac-sha256", line: base + "enc ecb(cipher_null) '' auth-trunc hmac(sha256) " + hexKey(32) + " 128",
+			want: []string{`"EncryptionAlgorithm":{"Identifier":1}`, `"AuthenticationAlgorithm":{"Identifier":4,"KeyLength":32,"AdditionalInfo":16}`}},
+		{name: "auth uses Linux truncation", line: base + "enc cbc(aes) " + hexKey(16) + " auth hmac(sha256) " + hexKey(32),
+			want: []string{`"AuthenticationAlgorithm":{"Identifier":4,"KeyLength":32,"KeyOffsetBytes":16,"AdditionalInfo":12}`}},
+		{name: "auth only", line: base + "auth hmac(sha1) " + hexKey(20),
+			want: []string{`"EncryptionAlgorithm":{"Identifier":1}`, `"AuthenticationAlgorithm":{"Identifier":2,"KeyLength":20,"AdditionalInfo":12}`}},
+		{name: "legacy allowed", line: base + "enc des3_ede " + hexKey(24) + " auth hmac(md5) " + hexKey(16) + " allow-legacy",
+			want: []string{`"Identifier":4,"KeyLength":24`, `"AuthenticationAlgorithm":{"Identifier":1,"KeyLength":16,"KeyOffsetBytes":24,"AdditionalInfo":12}`, `"allow_legacy":true`}},
+		{name: "transport by default, inbound, every option",
+			line: "dir in src 2001:db8::1 dst 2001:db8::2 spi 4097 aead rfc4106(gcm(aes)) " + hexKey(20) + " 128 " +
+				"encap espinudp 4501 4502 0.0.0.0 replay-window 256 flag esn seq-hi 3 replay-seq 7 " +
+				"limit byte-soft 1000 byte-hard 2000 limit packet-soft 10 packet-hard 20 time-soft 30 limit time-hard 60 " +
+				"sel src 10.0.0.0/24 dst 10.1.0.0/16 proto tcp dport 443 sel proto 58 pair 5",
+			want: []string{`"direction":"in"`, `"SrcAddr":"2001:db8::1"`, `"DestAddr":"2001:db8::2"`, `"UdpEspEncapsulation":1`,
+				`"Flags":1`, `"Spi":4097`, `"SequenceNumberHighOrder":3`, `"mode":"transport"`, `"replay_window":256`,
+				`"lifetime":{"soft_bytes":1000,"hard_bytes":2000,"soft_packets":10,"hard_packets":20,"soft_seconds":30,"hard_seconds":60}`,
+				`"initial_seq":7`, `"udp":{"sport":4501,"dport":4502}`, `"pair":5`,
+				`"selectors":[{"src":"10.0.0.0/24","dst":"10.1.0.0/16","proto":6,"dport":443},{"proto":58}]`}},
+		{name: "tunnel with UDP", line: base + "encap espinudp 4500 4500 0.0.0.0 aead rfc4106(gcm(aes)) " + hexKey(20) + " 128",
+			want: []string{`"UdpEspEncapsulation":2`}},
+		{name: "replay-oseq is the last number sent", line: base + "replay-oseq 99 aead rfc4106(gcm(aes)) " + hexKey(20) + " 128",
+			want: []string{`"initial_seq":100`}},
+		{name: "seq and any endpoints", line: "dir in src any dst any spi 300 seq 5 replay-window 0 aead rfc4106(gcm(aes)) " + hexKey(20) + " 128",
+			want: []string{`"initial_seq":5`, `"replay_window":0`}},
+		{name: "sel with any and an address", line: base + "sel src any dst 10.0.0.1 sport 53 proto udp aead rfc4106(gcm(aes)) " + hexKey(20) + " 128",
+			want: []string{`"selectors":[{"src":"any","dst":"10.0.0.1","proto":17,"sport":53}]`}},
+		{name: "decimal SPI, uppercase hex", line: "dir out dst 192.0.2.2 spi 4096 aead rfc4106(gcm(aes)) 0X" + strings.Repeat("AB", 20) + " 128",
+			want: []string{`"Spi":4096`, `"KeyData":"` + strings.Repeat("ab", 20) + `"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := parseSAAdd(words(tt.line))
+			if err != nil {
+				t.Fatalf("parseSAAdd: %v", err)
+			}
+			js, _ := json.Marshal(b)
+			for _, w := range tt.want {
+				if !strings.Contains(string(js), w) {
+					t.Errorf("bundle lacks %s:\n%s", w, js)
+				}
+			}
+			// What the CLI builds, the daemon accepts (pair aside).
+			if b.Vnic != nil {
+				b.Vnic.Pair = 0
+			}
+			c, err := b.Config()
+			if err != nil {
+				t.Fatalf("the daemon would refuse it: %v", err)
+			}
+			tab := sadb.New(4)
+			tab.DefaultReplayWindow = 64
+			if res, st := tab.Add([]sadb.Config{c}); st != ndis.StatusSuccess {
+				t.Errorf("sadb refuses it: %v", res[0].Err)
+			}
+		})
+	}
+}
+
+// words splits a test line like a shell would: ” is the empty word.
+func words(line string) []string {
+	var out []string
+	for _, w := range strings.Fields(line) {
+		if w == "''" {
+			w = ""
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func TestParseSAAddBad(t *testing.T) {
+	gcm := " aead rfc4106(gcm(aes)) " + hexKey(20) + " 128"
+	base := "dir out dst 192.0.2.2 spi 0x1000"
+	tests := []struct {
+		line string
+		want string
+	}{
+		{"spi zz", `spi: expected a number like 0x1000, got "zz"`},
+		{"spi", `spi: expected a number like 0x1000, got nothing`},
+		{"spi 0x100000000", `spi: expected a number like 0x1000, got "0x100000000"`},
+		{"spi -1", `spi: expected a number like 0x1000, got "-1"`},
+		{"spi 1 spi 2", `spi: given twice`},
+		{"dir sideways", `dir: expected in or out, got "sideways"`},
+		{"dir", `dir: expected in or out, got nothing`},
+		{"spi 300" + gcm, `missing "dir in" or "dir out": vnic needs the SA's direction`},
+		{"dir out" + gcm, `missing "spi SPI", like spi 0x1000`},
+		{base, `missing an algorithm: give aead rfc4106(gcm(aes)) 0xKEYSALT 128, or enc cbc(aes) 0xKEY with auth-trunc hmac(sha256) 0xKEY 128`},
+		{"src 192.0.2", `src: expected an IP address like 192.0.2.1, got "192.0.2"`},
+		{"dst fe80::1%eth0", `dst: expected an IP address like 192.0.2.1, got "fe80::1%eth0"`},
+		{"proto udp", `proto: expected esp, got "udp"`},
+		{"mode beet", `mode: expected tunnel or transport, got "beet"`},
+		{"frobnicate", `unknown word "frobnicate": expected dir, src, dst, proto, spi, mode, aead, enc, auth, auth-trunc, encap, replay-window, flag, seq, replay-seq, replay-oseq, seq-hi, replay-seq-hi, replay-oseq-hi, limit, sel, pair or allow-legacy`},
+		{"reqid 1", `"reqid" is an ip xfrm word that vnic does not use: remove it`},
+		{base + " aead rfc4106(gcm(aes)) " + hexKey(19) + " 128", `aead rfc4106(gcm(aes)) key: expected 20, 28 or 36 bytes (AES key and 4-byte salt), got 19 bytes`},
+		{base + " aead rfc4106(gcm(aes)) " + hexKey(20) + " 100", `aead rfc4106(gcm(aes)): expected the ICV length in bits, like 128 (a multiple of 8), got "100"`},
+		{base + " aead rfc4106(gcm(aes)) " + hexKey(20) + " 120", `aead rfc4106(gcm(aes)): expected an ICV length of 64, 96 or 128 bits, got 120`},
+		{base + " aead rfc4106(gcm(aes)) " + hexKey(20), `aead rfc4106(gcm(aes)): expected the ICV length in bits, like 128, got nothing`},
+		{base + " aead rfc4106(gcm(aes))", `aead rfc4106(gcm(aes)) key: expected 0x followed by hex digits, got nothing`},
+		{base + " aead", `aead: expected an algorithm name, got nothing`},
+		{base + " aead rfc4543(gcm(aes)) " + hexKey(20) + " 96", `aead rfc4543(gcm(aes)): expected an ICV length of 128 bits, got 96`},
+		{base + " aead rfc7539esp(chacha20,poly1305) " + hexKey(32) + " 128", `aead rfc7539esp(chacha20,poly1305) key: expected 36 bytes (256-bit key and 4-byte salt), got 32 bytes`},
+		{base + " aead gcm(aes) " + hexKey(20) + " 128", `aead: expected rfc4106(gcm(aes)), rfc4543(gcm(aes)) or rfc7539esp(chacha20,poly1305), got "gcm(aes)"`},
+		{base + " aead rfc4106(gcm(aes)) secretpassword 128", `aead rfc4106(gcm(aes)) key: expected 0x followed by hex digits (vnic takes no text keys)`},
+		{base + " aead rfc4106(gcm(aes)) 0xabc 128", `aead rfc4106(gcm(aes)) key: expected an even number of hex digits after 0x, got 3 digits`},
+		{base + " aead rfc4106(gcm(aes)) 0xabcg 128", `aead rfc4106(gcm(aes)) key: expected 0x followed by hex digits; character 4 after 0x is not one`},
+		{base + gcm + " enc cbc(aes) " + hexKey(16), `aead: cannot be combined with enc, auth or auth-trunc: an AEAD encrypts and authenticates`},
+		{base + " enc cbc(aes) " + hexKey(16), `enc cbc(aes): needs an integrity algorithm: add auth-trunc hmac(sha256) 0xKEY 128`},
+		{base + " enc cbc(aes) " + hexKey(15) + " auth sha1 " + hexKey(20), `enc cbc(aes) key: expected 16, 24 or 32 bytes, got 15 bytes`},
+		{base + " enc twofish " + hexKey(16) + " auth sha1 " + hexKey(20), `enc: expected cbc(aes) or ecb(cipher_null), got "twofish"`},
+		{base + " enc cipher_null " + hexKey(4) + " auth sha1 " + hexKey(20), `enc cipher_null: takes no key: write ''`},
+		{base + " enc cbc(aes) " + hexKey(16) + " auth hmac(whirlpool) " + hexKey(20), `auth: expected hmac(sha1), hmac(sha256), hmac(sha384) or hmac(sha512), got "hmac(whirlpool)"`},
+		{base + " enc cbc(aes) " + hexKey(16) + " auth-trunc hmac(sha1) " + hexKey(20), `auth-trunc hmac(sha1): expected the truncation length in bits, like 128, got nothing`},
+		{base + " enc cbc(aes) " + hexKey(16) + " auth sha1 " + hexKey(20) + " auth-trunc sha1 " + hexKey(20) + " 96", `auth-trunc: give auth or auth-trunc, not both`},
+		{base + gcm + " encap espinudp 4500", `encap espinudp: expected the destination port, like 4500, got nothing`},
+		{base + gcm + " encap espinudp 0 4500 0.0.0.0", `encap espinudp: expected the source port, a number from 1 to 65535 like 4500, got "0"`},
+		{base + gcm + " encap espinudp 4500 4500 nowhere", `encap espinudp: expected the original address, like 0.0.0.0, got "nowhere"`},
+		{base + gcm + " encap espinudp-nonike 4500 4500 0.0.0.0", `encap: espinudp-nonike is not supported: use espinudp (RFC 3948)`},
+		{base + gcm + " encap gre", `encap: expected espinudp, got "gre"`},
+		{base + gcm + " replay-window lots", `replay-window: expected a window size in packets, like 128 (0 turns replay protection off), got "lots"`},
+		{base + gcm + " flag noecn", `flag noecn: not supported by vnic; the flag vnic takes is esn`},
+		{base + gcm + " flag esn noecn", `flag noecn: not supported by vnic; the flag vnic takes is esn`},
+		{base + gcm + " flag fast", `flag: expected esn, got "fast"`},
+		{base + gcm + " seq-hi x", `seq-hi: expected the high-order 32 bits of the sequence number, a number from 0 to 4294967295, got "x"`},
+		{base + gcm + " seq 1 replay-seq 2", `replay-seq: give one of seq, replay-seq and replay-oseq`},
+		{base + gcm + " seq 4294967296", `seq: expected a sequence number from 0 to 4294967295, got "4294967296"`},
+		{base + gcm + " limit bytes 5", `limit: expected byte-soft, byte-hard, packet-soft, packet-hard, time-soft or time-hard, got "bytes"`},
+		{base + gcm + " limit byte-soft", `limit byte-soft: expected a number, got nothing`},
+		{base + gcm + " limit byte-soft 1k", `limit byte-soft: expected a number, got "1k"`},
+		{base + gcm + " limit time-use-soft 5", `limit time-use-soft: not supported by vnic; use time-soft or time-hard (seconds since the SA was added)`},
+		{base + gcm + " limit byte-soft 1 limit byte-soft 2", `limit byte-soft: given twice`},
+		{base + gcm + " sel src 10.0.0.0/33", `sel 1 src: expected a prefix like 10.0.0.0/24, got "10.0.0.0/33"`},
+		{base + gcm + " sel src 10.0.0.0/8 sel dst ten", `sel 2 dst: expected a prefix like 10.0.0.0/24, got "ten"`},
+		{base + gcm + " sel proto tcpp", `sel 1 proto: expected a protocol number from 0 to 255 or a name (tcp, udp, icmp, ipv6-icmp, sctp, ...), got "tcpp"`},
+		{base + gcm + " sel dport 70000", `sel 1 dport: expected a port number from 0 to 65535, got "70000"`},
+		{base + gcm + " sel src 10.0.0.0/8 src 10.0.0.0/8", `sel 1 src: given twice`},
+		{base + gcm + " sel dev eth0", `sel 1 dev: not supported by vnic: selectors name addresses, protocols and ports`},
+		{base + gcm + " pair 0", `pair: expected the handle of the opposite-direction SA, like 3, got "0"`},
+		{base + gcm + " allow-legacy allow-legacy", `allow-legacy: given twice`},
+	}
+	for _, tt := range tests {
+		_, err := parseSAAdd(words(tt.line))
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s:\n got %v\nwant %s", tt.line, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "5a5a") {
+			t.Errorf("%s: the error quotes a key: %v", tt.line, err)
+		}
+	}
+}

@@ -1,0 +1,456 @@
+package oid
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"vnic/ndis"
+	"vnic/sadb"
+)
+
+// envelope is the part of a request the dispatcher reads first.
+type envelope struct {
+	ID  json.RawMessage `json:"id"`
+	OID json.RawMessage `json:"oid"`
+}
+
+// reply is a response about to be written, and whether the connection
+// turns into an event stream after it.
+type reply struct {
+	body      response
+	subscribe bool
+	oid       string // the OID, when the request named a known one
+}
+
+// handle answers one request line. It never panics on any input, and every
+// response it returns carries a Header with a valid NDIS status name.
+// Key material in line is the caller's to wipe.
+func (s *Server) handle(line []byte) reply {
+	var env envelope
+	if err := json.Unmarshal(line, &env); err != nil {
+		return s.fail(nil, decodeError(err, ""))
+	}
+	id := env.ID
+	if len(id) == 0 {
+		id = nil
+	}
+	var name string
+	if len(env.OID) == 0 || string(env.OID) == "null" {
+		return s.fail(id, invalid("missing field \"oid\": name the request, for example \"oid\": %q", OIDCapabilities))
+	}
+	if err := json.Unmarshal(env.OID, &name); err != nil {
+		return s.fail(id, invalid("oid: expected a string naming the request, for example %q", OIDCapabilities))
+	}
+	h := handlers[name]
+	if h == nil {
+		if strings.HasPrefix(name, "OID_") || strings.HasPrefix(name, "VNIC_") {
+			return s.fail(id, notSupported("unknown OID %s: vnic answers %s", quote(name), strings.Join(oidNames, ", ")))
+		}
+		return s.fail(id, notSupported("oid: not an OID vnic answers: use one of %s", strings.Join(oidNames, ", ")))
+	}
+	body, sub, err := h(s, line)
+	if err != nil {
+		r := s.fail(id, err)
+		r.oid = name
+		return r
+	}
+	s.head(body, id)
+	return reply{body: body, subscribe: sub, oid: name}
+}
+
+// handler answers one OID: the response (its Header filled in except id
+// and generation), or an error for a response with only a Header.
+type handler func(s *Server, line []byte) (resp response, subscribe bool, err error)
+
+var oidNames = []string{
+	OIDCapabilities, OIDAddSA, OIDAddSAEx, OIDDeleteSA, OIDUpdateSA,
+	OIDQuerySA, OIDStatistics, OIDRequestDelete, OIDSubscribeEvents,
+}
+
+var handlers = map[string]handler{
+	OIDCapabilities:    (*Server).capabilities,
+	OIDAddSA:           (*Server).addSA,
+	OIDAddSAEx:         (*Server).addSAEx,
+	OIDDeleteSA:        (*Server).deleteSA,
+	OIDUpdateSA:        (*Server).updateSA,
+	OIDQuerySA:         (*Server).querySA,
+	OIDStatistics:      (*Server).statistics,
+	OIDRequestDelete:   (*Server).requestDelete,
+	OIDSubscribeEvents: (*Server).subscribeEvents,
+}
+
+// response is any response: every response type embeds a Header.
+type response interface{ header() *Header }
+
+func (h *Header) header() *Header { return h }
+
+// head fills in the id and generation, and a success status if none.
+func (s *Server) head(body response, id json.RawMessage) {
+	h := body.header()
+	h.ID = id
+	h.Generation = s.dev.Generation()
+	if h.Status == "" {
+		h.Status = ndis.StatusSuccess.String()
+	}
+}
+
+// fail returns the error response for err.
+func (s *Server) fail(id json.RawMessage, err error) reply {
+	h := &Header{Status: ndis.StatusOf(err).String(), Reason: err.Error()}
+	if h.Status == ndis.StatusSuccess.String() { // not reached: err is never nil here
+		h.Status = ndis.StatusFailure.String()
+	}
+	s.head(h, id)
+	return reply{body: h}
+}
+
+// decode reads a request's parameters into v, refusing unknown fields and
+// trailing data. what names the element in reasons ("element 2"); it is
+// empty for a whole request.
+func decode(data []byte, v any, what string) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return decodeError(err, what)
+	}
+	if rest := bytes.TrimSpace(data[d.InputOffset():]); len(rest) > 0 {
+		return invalidData("%sunexpected data after the JSON object at byte %d: send one object per line", lead(what), d.InputOffset())
+	}
+	return nil
+}
+
+// decodeError turns a JSON decoding error into an *ndis.Error that names
+// the field and never quotes the input beyond a field name.
+func decodeError(err error, what string) error {
+	var ne *ndis.Error
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	p := lead(what)
+	switch {
+	case errors.As(err, &ne):
+		return ndis.Errorf(ne.Status, "%s%s", p, ne.Reason)
+	case errors.As(err, &syn):
+		return invalidData("%s is not valid JSON (error at byte %d): send one JSON object per line", subject(what), syn.Offset)
+	case errors.As(err, &typ):
+		got, _, _ := strings.Cut(typ.Value, " ")
+		if typ.Field == "" {
+			return invalidData("%s is not a JSON object but a JSON %s: send one JSON object per line", subject(what), got)
+		}
+		return invalid("%sfield %q: expected %s, got a JSON %s", p, typ.Field, typeWords(typ.Type.String()), got)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		if u, err := strconv.Unquote(f); err == nil {
+			f = u
+		}
+		return invalid("%sunknown field %s (the fields are those of docs/oid-channel.md)", p, quote(f))
+	case errors.Is(err, io.EOF):
+		return invalidData("%s is empty: send one JSON object per line", subject(what))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return invalidData("%s ends before its JSON object does: send one whole JSON object per line", subject(what))
+	}
+	return invalid("%s%v", p, err)
+}
+
+// lead is what, ready to start a reason.
+func lead(what string) string {
+	if what == "" {
+		return ""
+	}
+	return what + ": "
+}
+
+// subject is what, or "the request".
+func subject(what string) string {
+	if what == "" {
+		return "the request"
+	}
+	return what
+}
+
+// typeWords says in words what a Go type takes in JSON.
+func typeWords(t string) string {
+	switch strings.TrimPrefix(t, "*") {
+	case "string", "oid.Key":
+		return "a string"
+	case "uint8":
+		return "a number from 0 to 255"
+	case "uint16":
+		return "a number from 0 to 65535"
+	case "uint32":
+		return "a number from 0 to 4294967295"
+	case "uint64":
+		return "a number from 0 to 18446744073709551615"
+	case "int":
+		return "a whole number"
+	case "bool":
+		return "true or false"
+	}
+	switch {
+	case strings.HasPrefix(t, "[]"):
+		return "a JSON array"
+	case strings.HasPrefix(t, "map["):
+		return "a JSON object"
+	}
+	return "a JSON object"
+}
+
+func (s *Server) capabilities(line []byte) (response, bool, error) {
+	var req struct{ envelope }
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	return &CapabilitiesResponse{Capabilities: s.dev.Capabilities()}, false, nil
+}
+
+// addSA is ADD_SA: each element is decoded on its own, so that one
+// malformed element fails alone, as one refused by the SA database does.
+func (s *Server) addSA(line []byte) (response, bool, error) {
+	var req struct {
+		envelope
+		SAs []json.RawMessage `json:"sas"`
+	}
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	defer func() {
+		for _, r := range req.SAs {
+			clear(r)
+		}
+	}()
+	if req.SAs == nil {
+		return nil, false, invalid("missing field \"sas\": give a list of SA bundles")
+	}
+	if len(req.SAs) == 0 {
+		return nil, false, invalid("\"sas\" is empty: give at least one SA bundle")
+	}
+	bundles := make([]SA, len(req.SAs))
+	errs := make([]error, len(req.SAs))
+	for i, raw := range req.SAs {
+		errs[i] = decode(raw, &bundles[i], "element "+fmt.Sprint(i))
+	}
+	results, status := s.add(bundles, errs)
+	resp := &AddSAResponse{Results: results}
+	resp.Status = status.String()
+	if status != ndis.StatusSuccess {
+		resp.Reason = firstReason(results)
+	}
+	return resp, false, nil
+}
+
+func (s *Server) addSAEx(line []byte) (response, bool, error) {
+	var req struct {
+		envelope
+		SA *json.RawMessage `json:"sa"`
+	}
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	if req.SA == nil {
+		return nil, false, invalid("missing field \"sa\": give one SA bundle")
+	}
+	defer clear(*req.SA)
+	var b SA
+	err := decode(*req.SA, &b, "element 0")
+	results, status := s.add([]SA{b}, []error{err})
+	resp := &AddSAExResponse{Handle: results[0].Handle}
+	resp.Status = status.String()
+	if r := results[0].Reason; r != "" {
+		resp.Reason = "sa: " + strings.TrimPrefix(strings.TrimPrefix(r, "element 0: "), "sa: ")
+	}
+	return resp, false, nil
+}
+
+// add offloads bundles whose decoding succeeded (errs[i] == nil) in one
+// batch, and returns one result per bundle and the request's status: NDIS
+// says success if any element was added, else the first failure's status.
+// It wipes the keys of the bundles.
+func (s *Server) add(bundles []SA, errs []error) ([]AddResult, ndis.Status) {
+	defer func() {
+		for i := range bundles {
+			bundles[i].KeyData.Wipe()
+		}
+	}()
+	results := make([]AddResult, len(bundles))
+	var cfgs []sadb.Config
+	var index []int // index[j] is the bundle of cfgs[j]
+	for i := range bundles {
+		err := errs[i]
+		if err == nil {
+			var c sadb.Config
+			if c, err = bundles[i].Config(); err == nil {
+				cfgs = append(cfgs, c)
+				index = append(index, i)
+				continue
+			}
+			err = ndis.Errorf(ndis.StatusOf(err), "element %d: %v", i, err)
+		}
+		results[i] = AddResult{Status: ndis.StatusOf(err).String(), Reason: err.Error()}
+	}
+	if len(cfgs) > 0 {
+		res, _ := s.dev.Table().Add(cfgs)
+		for j, r := range res {
+			i := index[j]
+			if r.Err != nil {
+				// The table names element j of its batch; name
+				// element i of the request instead.
+				reason := strings.TrimPrefix(r.Err.Error(), fmt.Sprintf("element %d: ", j))
+				results[i] = AddResult{Status: ndis.StatusOf(r.Err).String(), Reason: fmt.Sprintf("element %d: %s", i, reason)}
+				continue
+			}
+			results[i] = AddResult{Handle: uint64(r.Handle), Status: ndis.StatusSuccess.String()}
+			c := &cfgs[j]
+			s.log.Info("SA added", "handle", r.Handle, "direction", c.Direction.String(), "spi", fmt.Sprintf("0x%08x", c.SPI),
+				"mode", c.Mode.String(), "src", addrString(c.Src), "dst", addrString(c.Dst))
+		}
+	}
+	status, added := ndis.StatusSuccess, false
+	for i, r := range results {
+		if r.Handle != 0 {
+			added = true
+			continue
+		}
+		st, _ := ndis.ParseStatus(r.Status)
+		if status == ndis.StatusSuccess {
+			status = st
+		}
+		s.log.Info("SA refused", "element", i, "status", r.Status, "reason", r.Reason)
+	}
+	if added {
+		return results, ndis.StatusSuccess
+	}
+	return results, status
+}
+
+// firstReason returns the reason of the first failed element.
+func firstReason(results []AddResult) string {
+	for _, r := range results {
+		if r.Reason != "" {
+			return r.Reason
+		}
+	}
+	return ""
+}
+
+func (s *Server) deleteSA(line []byte) (response, bool, error) {
+	var req struct {
+		envelope
+		Handles []uint64 `json:"handles"`
+	}
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	if len(req.Handles) == 0 {
+		return nil, false, invalid("\"handles\" is missing or empty: give the handles to delete")
+	}
+	hs := make([]sadb.Handle, len(req.Handles))
+	for i, h := range req.Handles {
+		hs[i] = sadb.Handle(h)
+	}
+	errs := s.dev.Table().Delete(hs)
+	resp := &DeleteSAResponse{Results: make([]DeleteResult, len(hs))}
+	status, deleted := ndis.StatusSuccess, false
+	for i, err := range errs {
+		r := DeleteResult{Handle: req.Handles[i], Status: ndis.StatusOf(err).String()}
+		if err != nil {
+			r.Reason = err.Error()
+			if status == ndis.StatusSuccess {
+				status, resp.Reason = ndis.StatusOf(err), r.Reason
+			}
+		} else {
+			deleted = true
+			s.log.Info("SA deleted", "handle", req.Handles[i])
+		}
+		resp.Results[i] = r
+	}
+	if deleted {
+		status, resp.Reason = ndis.StatusSuccess, ""
+	}
+	resp.Status = status.String()
+	return resp, false, nil
+}
+
+func (s *Server) updateSA(line []byte) (response, bool, error) {
+	var req UpdateSARequest
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	switch {
+	case req.Handle == 0:
+		return nil, false, invalid("\"handle\" is missing or 0: give the SA's handle")
+	case req.Spi == nil:
+		return nil, false, invalid("\"Spi\" is missing: give the SA's SPI")
+	case req.SequenceNumberHighOrder == nil:
+		return nil, false, invalid("\"SequenceNumberHighOrder\" is missing: give the new high-order 32 bits")
+	}
+	switch ndis.Operation(req.Operation) {
+	case 0, ndis.OperationESP:
+	case ndis.OperationAH:
+		return nil, false, invalid("SA %d has no AH SA (Operation 1): vnic offloads ESP only (Operation 2)", req.Handle)
+	default:
+		return nil, false, invalid("Operation %d: expected 2 (ESP)", req.Operation)
+	}
+	if err := s.dev.Table().UpdateESN(sadb.Handle(req.Handle), *req.Spi, *req.SequenceNumberHighOrder); err != nil {
+		return nil, false, err
+	}
+	s.log.Info("SA updated", "handle", req.Handle, "seq_high", *req.SequenceNumberHighOrder)
+	return &Header{}, false, nil
+}
+
+func (s *Server) querySA(line []byte) (response, bool, error) {
+	var req HandleRequest
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	t := s.dev.Table()
+	now := time.Now()
+	resp := &QuerySAResponse{SAs: []SAInfo{}}
+	if req.Handle != 0 {
+		sa := t.Get(sadb.Handle(req.Handle))
+		if sa == nil {
+			return nil, false, invalid("unknown handle %d", req.Handle)
+		}
+		resp.SAs = append(resp.SAs, describe(t, sa, now))
+		return resp, false, nil
+	}
+	for _, sa := range t.List() {
+		resp.SAs = append(resp.SAs, describe(t, sa, now))
+	}
+	return resp, false, nil
+}
+
+func (s *Server) statistics(line []byte) (response, bool, error) {
+	var req struct{ envelope }
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	return &StatisticsResponse{Stats: s.dev.Stats()}, false, nil
+}
+
+func (s *Server) requestDelete(line []byte) (response, bool, error) {
+	var req HandleRequest
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	if req.Handle == 0 {
+		return nil, false, invalid("\"handle\" is missing or 0: give the SA's handle")
+	}
+	if err := s.dev.RequestDelete(sadb.Handle(req.Handle)); err != nil {
+		return nil, false, err
+	}
+	s.log.Info("SA delete requested by operator", "handle", req.Handle)
+	return &Header{}, false, nil
+}
+
+func (s *Server) subscribeEvents(line []byte) (response, bool, error) {
+	var req struct{ envelope }
+	if err := decode(line, &req, ""); err != nil {
+		return nil, false, err
+	}
+	return &Header{}, true, nil
+}
