@@ -9,8 +9,7 @@ import (
 // scratch is per-call working memory. It lives on the heap (in a pool) so
 // that slices of it can be handed to crypto interfaces without allocating.
 type scratch struct {
-	nonce [12]byte
-	buf   [64]byte // IV input, ESN high bits, HMAC sums
+	buf [64]byte // IV input, ESN high bits, HMAC sums
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}

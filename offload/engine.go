@@ -21,9 +21,9 @@ type TUN interface {
 	BatchSize() int
 }
 
-// Wire is the underlay side: it sends a whole outer packet.
+// Wire is the underlay side: it sends whole outer packets, in batches.
 type Wire interface {
-	Send(pkt []byte) error
+	SendBatch(pkts [][]byte) error
 }
 
 // Options tune an Engine.
@@ -97,8 +97,10 @@ func NewEngine(table *sadb.Table, bus *event.Bus, log *slog.Logger, opts Options
 	}
 	e := &Engine{table: table, bus: bus, log: log, opts: opts, errSeen: map[errKey]*errState{}}
 	table.Quiesce = func() {
+		// Taking the write lock waits for every batch in flight; nothing
+		// needs doing while it is held.
 		e.inflight.Lock()
-		e.inflight.Unlock()
+		e.inflight.Unlock() //lint:ignore SA2001 the lock is the grace period
 	}
 	return e
 }
@@ -122,11 +124,13 @@ func (e *Engine) Stats() map[string]uint64 {
 }
 
 // RunOutbound reads plaintext packets from dev in batches, protects each
-// with its outbound SA and sends it on wire, until ctx ends or dev fails.
+// with its outbound SA and sends the batch on wire, until ctx ends or dev
+// fails.
 func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	n := dev.BatchSize()
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
+	out := make([][]byte, 0, n)
 	for i := range bufs {
 		bufs[i] = make([]byte, Headroom+e.opts.MTU+Tailroom)
 	}
@@ -138,24 +142,38 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			}
 			return err
 		}
+		out = out[:0]
+		var bytes uint64
 		e.inflight.RLock()
 		for i := range count {
-			e.outbound(bufs[i], Headroom, Headroom+sizes[i], wire)
+			if sp, ok := e.outbound(bufs[i], Headroom, Headroom+sizes[i]); ok {
+				out = append(out, bufs[i][sp.Start:sp.End])
+				bytes += uint64(sizes[i])
+			}
+		}
+		if len(out) > 0 {
+			if err := wire.SendBatch(out); err != nil {
+				e.counts[cntSendErrors].Add(1)
+			}
 		}
 		e.inflight.RUnlock()
+		e.counts[cntOutPackets].Add(uint64(len(out)))
+		e.counts[cntOutBytes].Add(bytes)
 	}
 }
 
-func (e *Engine) outbound(buf []byte, start, end int, wire Wire) {
+// outbound protects one plaintext packet and returns where the outer packet
+// lies in buf.
+func (e *Engine) outbound(buf []byte, start, end int) (Span, bool) {
 	f, ok := FlowOf(buf[start:end])
 	if !ok {
 		e.drop(nil, ErrBadPlaintext)
-		return
+		return Span{}, false
 	}
 	sa := e.table.LookupOutbound(f)
 	if sa == nil {
 		e.drop(nil, ErrNoOutSA)
-		return
+		return Span{}, false
 	}
 	sp, ev, err := Encapsulate(sa, buf, start, end)
 	if ev != 0 {
@@ -163,38 +181,62 @@ func (e *Engine) outbound(buf []byte, start, end int, wire Wire) {
 	}
 	if err != nil {
 		e.drop(sa, err)
-		return
+		return Span{}, false
 	}
-	if err := wire.Send(buf[sp.Start:sp.End]); err != nil {
-		e.counts[cntSendErrors].Add(1)
-		return
-	}
-	e.counts[cntOutPackets].Add(1)
-	e.counts[cntOutBytes].Add(uint64(end - start))
+	return sp, true
 }
 
-// Receiver returns the function that handles packets from the underlay
-// for one reading goroutine: it decrypts each and writes it to dev.
-func (e *Engine) Receiver(dev TUN) func(buf []byte, start, end int) {
-	out := make([][]byte, 1)
-	return func(buf []byte, start, end int) {
-		e.inflight.RLock()
-		defer e.inflight.RUnlock()
-		sp, ok := e.inbound(buf, start, end)
-		if !ok {
-			return
+// Receiver handles the packets of one underlay reader: Add each packet of
+// a batch, then Flush, which writes the plaintext packets to the device in
+// one batched write (so that the device can coalesce them). Not safe for
+// concurrent use: give each reader its own.
+type Receiver struct {
+	e      *Engine
+	dev    TUN
+	out    [][]byte
+	bytes  uint64
+	locked bool
+}
+
+// NewReceiver returns a Receiver that writes to dev.
+func (e *Engine) NewReceiver(dev TUN) *Receiver {
+	return &Receiver{e: e, dev: dev}
+}
+
+// Add verifies and decrypts one underlay packet, buf[start:end], and
+// queues the plaintext for Flush. buf must stay untouched until Flush.
+func (r *Receiver) Add(buf []byte, start, end int) {
+	if !r.locked {
+		r.e.inflight.RLock()
+		r.locked = true
+	}
+	sp, ok := r.e.inbound(buf, start, end)
+	if !ok {
+		return
+	}
+	if sp.Start < tunOffset {
+		r.e.drop(nil, ErrNoRoomIn)
+		return
+	}
+	r.out = append(r.out, buf[sp.Start-tunOffset:sp.End])
+	r.bytes += uint64(sp.Len())
+}
+
+// Flush writes the queued packets to the device.
+func (r *Receiver) Flush() {
+	if len(r.out) > 0 {
+		if _, err := r.dev.Write(r.out, tunOffset); err != nil {
+			r.e.drop(nil, ErrDeviceWrite)
+		} else {
+			r.e.counts[cntInPackets].Add(uint64(len(r.out)))
+			r.e.counts[cntInBytes].Add(r.bytes)
 		}
-		if sp.Start < tunOffset {
-			e.drop(nil, ErrNoRoomIn)
-			return
-		}
-		out[0] = buf[sp.Start-tunOffset : sp.End]
-		if _, err := dev.Write(out, tunOffset); err != nil {
-			e.drop(nil, ErrDeviceWrite)
-			return
-		}
-		e.counts[cntInPackets].Add(1)
-		e.counts[cntInBytes].Add(uint64(sp.Len()))
+	}
+	clear(r.out)
+	r.out, r.bytes = r.out[:0], 0
+	if r.locked {
+		r.e.inflight.RUnlock()
+		r.locked = false
 	}
 }
 

@@ -19,22 +19,25 @@ import (
 // wireTo delivers what one engine sends to another engine's receiver, as
 // the underlay would: the whole outer packet with headroom before it.
 type wireTo struct {
-	mu      sync.Mutex
-	deliver func(buf []byte, start, end int)
-	tamper  func(pkt []byte)
-	sent    int
+	mu     sync.Mutex
+	rx     *Receiver
+	tamper func(pkt []byte)
+	sent   int
 }
 
-func (w *wireTo) Send(pkt []byte) error {
+func (w *wireTo) SendBatch(pkts [][]byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	buf := make([]byte, 128+len(pkt)+64)
-	copy(buf[128:], pkt)
-	if w.tamper != nil {
-		w.tamper(buf[128 : 128+len(pkt)])
+	for _, pkt := range pkts {
+		buf := make([]byte, 128+len(pkt)+64)
+		copy(buf[128:], pkt)
+		if w.tamper != nil {
+			w.tamper(buf[128 : 128+len(pkt)])
+		}
+		w.sent++
+		w.rx.Add(buf, 128, 128+len(pkt))
 	}
-	w.sent++
-	w.deliver(buf, 128, 128+len(pkt))
+	w.rx.Flush()
 	return nil
 }
 
@@ -75,7 +78,7 @@ func link(t *testing.T, ctx context.Context, a, b *peer, cfg sadb.Config) (*wire
 	out.Direction, in.Direction, in.ReplayWindow, in.Pair = sadb.Outbound, sadb.Inbound, 64, 0
 	ho := mustAdd(t, a.table, out)[0]
 	hi := mustAdd(t, b.table, in)[0]
-	w := &wireTo{deliver: b.engine.Receiver(b.tun.TUN())}
+	w := &wireTo{rx: b.engine.NewReceiver(b.tun.TUN())}
 	go a.engine.RunOutbound(ctx, a.tun.TUN(), w)
 	return w, ho, hi
 }

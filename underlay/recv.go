@@ -1,0 +1,202 @@
+package underlay
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// BatchSize is how many packets one receive call reads at most
+// (recvmmsg).
+const BatchSize = 64
+
+// Packet is one received packet: Buf[Start:End] is the whole outer packet,
+// with Headroom bytes of Buf before it.
+type Packet struct {
+	Buf        []byte
+	Start, End int
+}
+
+// Deliver receives each batch read from one socket. The buffers belong to
+// the callee only for the duration of the call.
+type Deliver func(pkts []Packet)
+
+// NewDeliver makes the Deliver of one socket's reader: Run calls it once per
+// socket, so a Deliver is only ever called from one goroutine.
+type NewDeliver func() Deliver
+
+// reader is one socket's receive state: its buffers, messages and the
+// function that turns a message into a whole packet.
+type reader struct {
+	name  string
+	batch func([]ipv4.Message) (int, error)
+	fix   func(buf []byte, m *ipv4.Message) (start int, ok bool)
+	msgs  []ipv4.Message
+	bufs  [][]byte
+	pkts  []Packet
+}
+
+func newReader(name string, batch func([]ipv4.Message) (int, error), fix func([]byte, *ipv4.Message) (int, bool), oob bool) *reader {
+	r := &reader{name: name, batch: batch, fix: fix,
+		msgs: make([]ipv4.Message, BatchSize), bufs: make([][]byte, BatchSize), pkts: make([]Packet, 0, BatchSize)}
+	for i := range r.msgs {
+		r.bufs[i] = make([]byte, bufSize)
+		r.msgs[i].Buffers = [][]byte{r.bufs[i][Headroom : bufSize-64]}
+		if oob {
+			r.msgs[i].OOB = make([]byte, 256)
+		}
+	}
+	return r
+}
+
+// Run reads every socket until ctx ends or the sockets close, from one
+// goroutine per socket, each handing its batches to its own Deliver.
+func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver) {
+	var rs []*reader
+	if c.raw4 != nil {
+		p := ipv4.NewPacketConn(c.raw4)
+		rs = append(rs, newReader("raw4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
+			func(_ []byte, _ *ipv4.Message) (int, bool) { return Headroom, true }, false))
+	}
+	if c.udp4 != nil {
+		p := ipv4.NewPacketConn(c.udp4)
+		rs = append(rs, newReader("udp4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, c.fixUDP4, true))
+	}
+	if c.raw6 != nil {
+		p := ipv6.NewPacketConn(c.raw6)
+		rs = append(rs, newReader("raw6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
+			func(b []byte, m *ipv4.Message) (int, bool) { return c.fix6(b, m, false) }, true))
+	}
+	if c.udp6 != nil {
+		p := ipv6.NewPacketConn(c.udp6)
+		rs = append(rs, newReader("udp6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
+			func(b []byte, m *ipv4.Message) (int, bool) { return c.fix6(b, m, true) }, true))
+	}
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.loop(ctx, log, newDeliver())
+		}()
+	}
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	wg.Wait()
+}
+
+func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver) {
+	for {
+		n, err := r.batch(r.msgs)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			log.Debug("underlay read", "socket", r.name, "err", err)
+			continue
+		}
+		r.pkts = r.pkts[:0]
+		for i := range n {
+			m := &r.msgs[i]
+			if start, ok := r.fix(r.bufs[i], m); ok {
+				r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: Headroom + m.N})
+			}
+			m.OOB = m.OOB[:cap(m.OOB)]
+		}
+		if len(r.pkts) > 0 {
+			deliver(r.pkts)
+		}
+	}
+}
+
+// fix6 rebuilds the IPv6 header (and the UDP header) that an IPv6 socket
+// takes off, in the headroom before the payload.
+func (c *Conn) fix6(buf []byte, m *ipv4.Message, udp bool) (int, bool) {
+	var cm ipv6.ControlMessage
+	dst, tclass, hops := c.local6, 0, 64
+	if m.NN > 0 && cm.Parse(m.OOB[:m.NN]) == nil {
+		if d, ok := netip.AddrFromSlice(cm.Dst); ok && d.IsValid() {
+			dst = d
+		}
+		tclass, hops = cm.TrafficClass, cm.HopLimit
+	}
+	var src netip.Addr
+	var sport uint16
+	switch a := m.Addr.(type) {
+	case *net.IPAddr:
+		src, _ = netip.AddrFromSlice(a.IP)
+	case *net.UDPAddr:
+		ap := a.AddrPort()
+		src, sport = ap.Addr(), ap.Port()
+	default:
+		return 0, false
+	}
+	n := m.N
+	start := Headroom
+	if udp {
+		start -= 8
+		putUDP(buf[start:], sport, c.port, n)
+	}
+	start -= 40
+	h := buf[start:]
+	binary.BigEndian.PutUint32(h[0:], 6<<28|uint32(tclass&0xff)<<20)
+	binary.BigEndian.PutUint16(h[4:], uint16(Headroom+n-start-40))
+	h[6] = unix.IPPROTO_ESP
+	if udp {
+		h[6] = unix.IPPROTO_UDP
+	}
+	h[7] = byte(hops)
+	s, d := src.Unmap().As16(), dst.As16()
+	copy(h[8:24], s[:])
+	copy(h[24:40], d[:])
+	return start, true
+}
+
+// fixUDP4 rebuilds the IPv4 and UDP headers of a datagram from the IPv4
+// UDP socket.
+func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message) (int, bool) {
+	a, ok := m.Addr.(*net.UDPAddr)
+	if !ok {
+		return 0, false
+	}
+	var cm ipv4.ControlMessage
+	dst, ttl := c.local4, 64
+	if m.NN > 0 && cm.Parse(m.OOB[:m.NN]) == nil {
+		if d, ok := netip.AddrFromSlice(cm.Dst); ok && d.Unmap().Is4() {
+			dst = d.Unmap()
+		}
+		ttl = cm.TTL
+	}
+	ap := a.AddrPort()
+	n := m.N
+	start := Headroom - 8
+	putUDP(buf[start:], ap.Port(), c.port, n)
+	start -= 20
+	h := buf[start:]
+	h[0], h[1] = 0x45, 0
+	binary.BigEndian.PutUint16(h[2:], uint16(20+8+n))
+	binary.BigEndian.PutUint32(h[4:], 0)
+	h[8], h[9] = byte(ttl), unix.IPPROTO_UDP
+	binary.BigEndian.PutUint16(h[10:], 0)
+	s, d := ap.Addr().Unmap().As4(), dst.As4()
+	copy(h[12:16], s[:])
+	copy(h[16:20], d[:])
+	return start, true
+}
+
+func putUDP(h []byte, sport, dport uint16, payload int) {
+	binary.BigEndian.PutUint16(h[0:], sport)
+	binary.BigEndian.PutUint16(h[2:], dport)
+	binary.BigEndian.PutUint16(h[4:], uint16(8+payload))
+	binary.BigEndian.PutUint16(h[6:], 0)
+}

@@ -1,0 +1,283 @@
+package underlay
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoSocket: no socket is open for the packet's family and framing.
+var ErrNoSocket = errors.New("underlay: no socket for this address family and encapsulation")
+
+// maxGSOSegments is the most datagrams one UDP_SEGMENT send carries (the
+// kernel's UDP_MAX_SEGMENTS is 128; 64 KiB bounds it first for MTU-sized
+// packets).
+const maxGSOSegments = 64
+
+// sock kinds, the order SendBatch flushes them in.
+const (
+	kindRaw4 = iota
+	kindRaw6
+	kindUDP4
+	kindUDP6
+	numKinds
+)
+
+// sender is the send state: per socket kind, the messages of the batch
+// being built and reusable addresses and GSO buffers. One batch is sent
+// at a time.
+type sender struct {
+	mu    sync.Mutex
+	queue [numKinds][]ipv4.Message
+	ip    [numKinds][]net.IPAddr
+	udp   [numKinds][]net.UDPAddr
+	segs  [numKinds][]gsoState
+	gso   [numKinds][][]byte
+	oob   [numKinds][][]byte
+	// gsoOff is set once the kernel refused UDP GSO.
+	gsoOff bool
+}
+
+// gsoState is what a UDP message holds: how many datagrams, the length of
+// the first (the segment size) and of the last, and the total.
+type gsoState struct {
+	n, size, last, bytes int
+}
+
+// SendBatch transmits outer packets as the engine built them: an IPv4 or
+// IPv6 header, then ESP, or UDP and ESP. Raw packets go out with their
+// headers (sendmmsg on the HDRINCL sockets); UDP ones lose their headers to
+// the UDP sockets, and consecutive datagrams to one peer of one size are
+// sent as one UDP GSO super-datagram. It returns the first error; packets
+// it could not classify are skipped.
+func (c *Conn) SendBatch(pkts [][]byte) error {
+	s := &c.send
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.queue {
+		s.queue[k] = s.queue[k][:0]
+	}
+	var first error
+	for _, p := range pkts {
+		if err := c.queue(p); err != nil && first == nil {
+			first = err
+		}
+	}
+	for k := range numKinds {
+		if err := c.flush(k); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Send transmits one packet (see SendBatch).
+func (c *Conn) Send(pkt []byte) error { return c.SendBatch([][]byte{pkt}) }
+
+// queue adds one packet to its socket's batch.
+func (c *Conn) queue(pkt []byte) error {
+	if len(pkt) < 20 {
+		return errors.New("underlay: packet too short")
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		hl := int(pkt[0]&0x0f) * 4
+		dst := [4]byte(pkt[16:20])
+		if pkt[9] == unix.IPPROTO_UDP {
+			if c.udp4 == nil || len(pkt) < hl+8 {
+				return ErrNoSocket
+			}
+			c.queueUDP(kindUDP4, pkt[hl:], dst[:])
+			return nil
+		}
+		if c.raw4 == nil {
+			return ErrNoSocket
+		}
+		c.queueRaw(kindRaw4, pkt, dst[:])
+	case 6:
+		if len(pkt) < 40 {
+			return errors.New("underlay: packet too short")
+		}
+		dst := [16]byte(pkt[24:40])
+		if udp, ok := udpOffset6(pkt); ok {
+			if c.udp6 == nil {
+				return ErrNoSocket
+			}
+			c.queueUDP(kindUDP6, pkt[udp:], dst[:])
+			return nil
+		}
+		if c.raw6 == nil {
+			return ErrNoSocket
+		}
+		if netip.AddrFrom16([16]byte(pkt[8:24])).IsUnspecified() {
+			src := c.local6.As16()
+			copy(pkt[8:24], src[:])
+		}
+		c.queueRaw(kindRaw6, pkt, dst[:])
+	default:
+		return errors.New("underlay: not an IP packet")
+	}
+	return nil
+}
+
+// slot returns the next message of kind k, growing the reusable state.
+func (s *sender) slot(k int) (*ipv4.Message, int) {
+	i := len(s.queue[k])
+	if i == len(s.ip[k]) {
+		s.ip[k] = append(s.ip[k], net.IPAddr{IP: make(net.IP, 0, 16)})
+		s.udp[k] = append(s.udp[k], net.UDPAddr{IP: make(net.IP, 0, 16)})
+		s.segs[k] = append(s.segs[k], gsoState{})
+		s.gso[k] = append(s.gso[k], nil)
+		s.oob[k] = append(s.oob[k], make([]byte, unix.CmsgSpace(2)))
+	}
+	if i < cap(s.queue[k]) {
+		s.queue[k] = s.queue[k][:i+1]
+	} else {
+		s.queue[k] = append(s.queue[k], ipv4.Message{})
+	}
+	m := &s.queue[k][i]
+	m.Buffers, m.OOB, m.Addr = m.Buffers[:0], nil, nil
+	return m, i
+}
+
+func (c *Conn) queueRaw(k int, pkt, dst []byte) {
+	m, i := c.send.slot(k)
+	a := &c.send.ip[k][i]
+	a.IP = append(a.IP[:0], dst...)
+	m.Addr = a
+	m.Buffers = append(m.Buffers, pkt)
+}
+
+// queueUDP queues a UDP segment (header and payload). It joins the
+// previous message as a GSO segment when it goes to the same peer, is no
+// larger than the segment size, and the previous message's last segment
+// was full size (the kernel allows only the last to be short).
+func (c *Conn) queueUDP(k int, seg, dst []byte) {
+	s := &c.send
+	dport := binary.BigEndian.Uint16(seg[2:])
+	payload := seg[8:]
+	if n := len(s.queue[k]); n > 0 && !s.gsoOff {
+		a, g := &s.udp[k][n-1], &s.segs[k][n-1]
+		if a.Port == int(dport) && string(a.IP) == string(dst) && len(payload) <= g.size &&
+			g.last == g.size && g.n < maxGSOSegments && g.bytes+len(payload) <= 65000 {
+			s.appendGSO(k, n-1, payload)
+			return
+		}
+	}
+	m, i := s.slot(k)
+	a := &s.udp[k][i]
+	a.IP, a.Port = append(a.IP[:0], dst...), int(dport)
+	m.Addr = a
+	m.Buffers = append(m.Buffers, payload)
+	s.segs[k][i] = gsoState{n: 1, size: len(payload), last: len(payload), bytes: len(payload)}
+}
+
+// appendGSO adds payload to message i as one more segment. The first join
+// copies the first datagram into the message's contiguous buffer and adds
+// the UDP_SEGMENT control message.
+func (s *sender) appendGSO(k, i int, payload []byte) {
+	m, g := &s.queue[k][i], &s.segs[k][i]
+	if g.n == 1 {
+		if cap(s.gso[k][i]) < 65536 {
+			s.gso[k][i] = make([]byte, 0, 65536)
+		}
+		s.gso[k][i] = append(s.gso[k][i][:0], m.Buffers[0]...)
+		m.OOB = putSegmentCmsg(s.oob[k][i], g.size)
+	}
+	s.gso[k][i] = append(s.gso[k][i], payload...)
+	m.Buffers[0] = s.gso[k][i]
+	g.n++
+	g.last = len(payload)
+	g.bytes += len(payload)
+}
+
+// putSegmentCmsg writes a UDP_SEGMENT control message with the segment
+// size into b and returns it.
+func putSegmentCmsg(b []byte, size int) []byte {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(size))
+	return b[:unix.CmsgSpace(2)]
+}
+
+// flush sends the queued messages of kind k.
+func (c *Conn) flush(k int) error {
+	s := &c.send
+	ms := s.queue[k]
+	if len(ms) == 0 {
+		return nil
+	}
+	var write func([]ipv4.Message) (int, error)
+	switch k {
+	case kindRaw4:
+		write = func(m []ipv4.Message) (int, error) { return ipv4.NewPacketConn(c.raw4).WriteBatch(m, 0) }
+	case kindRaw6:
+		write = func(m []ipv4.Message) (int, error) { return ipv6.NewPacketConn(c.raw6).WriteBatch(m, 0) }
+	case kindUDP4:
+		write = func(m []ipv4.Message) (int, error) { return ipv4.NewPacketConn(c.udp4).WriteBatch(m, 0) }
+	default:
+		write = func(m []ipv4.Message) (int, error) { return ipv6.NewPacketConn(c.udp6).WriteBatch(m, 0) }
+	}
+	var first error
+	for len(ms) > 0 {
+		n, err := write(ms)
+		if err != nil {
+			if (k == kindUDP4 || k == kindUDP6) && len(ms[0].OOB) > 0 && !s.gsoOff && gsoRefused(err) {
+				// The kernel or device cannot segment: split this
+				// message into plain datagrams from now on.
+				s.gsoOff = true
+				if err := c.sendSplit(write, &ms[0]); err != nil && first == nil {
+					first = err
+				}
+				ms = ms[1:]
+				continue
+			}
+			if first == nil {
+				first = err
+			}
+			ms = ms[1:] // skip the one that failed
+			continue
+		}
+		ms = ms[n:]
+	}
+	return first
+}
+
+// gsoRefused reports whether err says UDP GSO is not available.
+func gsoRefused(err error) bool {
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT)
+}
+
+// sendSplit sends a GSO message as separate datagrams.
+func (c *Conn) sendSplit(write func([]ipv4.Message) (int, error), m *ipv4.Message) error {
+	size := int(binary.NativeEndian.Uint16(m.OOB[unix.CmsgLen(0):]))
+	data := m.Buffers[0]
+	for off := 0; off < len(data); off += size {
+		one := []ipv4.Message{{Buffers: [][]byte{data[off:min(off+size, len(data))]}, Addr: m.Addr}}
+		if _, err := write(one); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// udpOffset6 returns the offset of the UDP header of an IPv6 packet, if the
+// packet is UDP after any hop-by-hop, routing or destination options.
+func udpOffset6(pkt []byte) (int, bool) {
+	off, next := 40, pkt[6]
+	for next == 0 || next == 43 || next == 60 {
+		if off+8 > len(pkt) {
+			return 0, false
+		}
+		next, off = pkt[off], off+int(pkt[off+1])*8+8
+	}
+	return off, next == unix.IPPROTO_UDP && off+8 <= len(pkt)
+}
