@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check of the project: vet, the race-enabled unit tests with the
-# independent ESP oracle (scapy), and a short run of each fuzz target.
-# Set VNIC_REQUIRE_ORACLE=1 to turn a missing oracle into a failure (CI does).
+# Runs every check of the project: gofmt, go vet, staticcheck (when
+# installed), the race-enabled tests — unit tests, the scapy ESP oracle and,
+# as root, the network-namespace integration tests — then a short run of
+# each fuzz target.
+# VNIC_REQUIRE_ORACLE=1 turns a missing scapy into a failure and
+# VNIC_REQUIRE_ROOT_TESTS=1 a missing root or tool (CI sets both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -14,6 +17,10 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet"
 go vet ./...
+if command -v staticcheck >/dev/null; then
+	echo "== staticcheck"
+	staticcheck ./...
+fi
 echo "== go test -race"
 go test -race -count=1 ./...
 # The race detector makes sync.Pool drop items, so the allocation tests

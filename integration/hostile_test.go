@@ -1,0 +1,226 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHostileUnderlay injects bad ESP at A's underlay address from B's
+// namespace while ping runs between two vnic daemons, and checks that
+// every bad packet is dropped and counted under its own name (exactly as
+// many as were sent), that none reaches A's vnic0, that ping keeps working
+// and that the daemon stays up.
+func TestHostileUnderlay(t *testing.T) {
+	needRoot(t)
+	needPython(t, "cryptography")
+	quickRaceExit(t)
+	inject := testdataScript(t, "esp_inject.py")
+	kAB, kBA, kInj := randHex(20), randHex(20), randHex(20)
+	var tp *topology
+	// Registered before the topology's cleanup, so it runs after the
+	// daemons have stopped: the crypto errors were logged (at debug
+	// level), and no key may be in the logs.
+	t.Cleanup(func() {
+		if tp == nil {
+			return
+		}
+		for _, h := range []*host{tp.a, tp.b} {
+			if h.log == nil {
+				continue
+			}
+			log := strings.ToLower(h.log.String())
+			for _, k := range []string{kAB, kBA, kInj} {
+				if strings.Contains(log, k[:16]) {
+					t.Errorf("a key is in the log of vnic in %s", h.ns)
+				}
+			}
+		}
+	})
+	tp = newTopology(t)
+	a, b := tp.a, tp.b
+	a.start(t, "-addr", "10.7.0.1/24")
+	b.start(t, "-addr", "10.7.0.2/24")
+
+	const (
+		spiAB, spiBA, spiInj = 0x4000, 0x4001, 0x4002
+		perKind              = 5
+		pings                = 40
+	)
+	gcm := func(k string) []string { return []string{"aead", "rfc4106(gcm(aes))", "0x" + k, "128"} }
+	sa := func(h *host, dir, src, dst string, spi int, key string, extra ...string) string {
+		w := []string{"dir", dir, "src", src, "dst", dst, "proto", "esp", "spi", fmt.Sprintf("0x%x", spi), "mode", "tunnel"}
+		w = append(w, gcm(key)...)
+		return h.addSA(t, append(w, extra...)...)
+	}
+	selAB := []string{"sel", "src", "10.7.0.1/32", "dst", "10.7.0.2/32"}
+	selBA := []string{"sel", "src", "10.7.0.2/32", "dst", "10.7.0.1/32"}
+	sa(a, "out", a.u4, b.u4, spiAB, kAB, selAB...)
+	sa(b, "in", a.u4, b.u4, spiAB, kAB, append([]string{"replay-window", "64"}, selAB...)...)
+	bOut := sa(b, "out", b.u4, a.u4, spiBA, kBA, selBA...)
+	aIn := sa(a, "in", b.u4, a.u4, spiBA, kBA, append([]string{"replay-window", "64"}, selBA...)...)
+	// The injection SA: only esp_inject.py sends with it, so the packets
+	// that pass its integrity check do not move the live SA's window.
+	aInj := sa(a, "in", b.u4, a.u4, spiInj, kInj, append([]string{"replay-window", "64"}, selBA...)...)
+
+	// Warm up: once this passes, B's outbound SA has used numbers
+	// 1..perKind, which the injected "old number" replays reuse.
+	if got, out := pingN(t, a, "10.7.0.2", perKind, "0.05"); got != perKind {
+		t.Fatalf("warm-up ping: %d of %d answered:\n%s\nA stats: %v\nB stats: %v", got, perKind, out, nonZero(counters(t, a)), nonZero(counters(t, b)))
+	}
+
+	// Watch vnic0 for the injected inner packets' payload, if tcpdump is
+	// here (the rx_packets check below works without it).
+	var capture *nsProc
+	if tcpdumpAvailable() {
+		capture = startInNS(t, a.ns, "tcpdump", "-i", "vnic0", "-n", "-l", "-A", "-U", "icmp")
+		waitCapture(t, capture)
+	}
+
+	before := counters(t, a)
+	rxBefore := rxPackets(t, a)
+	ping := startInNS(t, a.ns, pingArgs(t, "10.7.0.2", pings, "0.05")...)
+	time.Sleep(300 * time.Millisecond) // the attack lands while ping runs
+	gen := startInNS(t, b.ns, python, inject, "--src", b.u4, "--dst", a.u4,
+		"--spi", fmt.Sprint(spiBA), "--key", kBA, "--inj-spi", fmt.Sprint(spiInj), "--inj-key", kInj,
+		"--seq-base", "1000000", "--n", fmt.Sprint(perKind))
+	var sent map[string]uint64
+	line := gen.finish(t, "{", 20*time.Second)
+	if err := json.Unmarshal([]byte(line), &sent); err != nil {
+		t.Fatalf("esp_inject.py summary %q: %v", line, err)
+	}
+	during := parsePing(t, ping.finish(t, "{", 25*time.Second))
+	if during.Received != pings || during.Duplicates != 0 {
+		t.Errorf("ping during the attack: %+v, want all %d answered once", during, pings)
+	}
+	// And after it.
+	got, out := pingN(t, a, "10.7.0.2", 3, "0.05")
+	if got != 3 {
+		t.Errorf("ping after the attack: %d of 3 answered:\n%s", got, out)
+	}
+	received := during.Received + got
+	rxAfter := rxPackets(t, a)
+	after := counters(t, a)
+	d := delta(before, after)
+	t.Logf("injected %v; A's counters moved by %v", sent, nonZero(d))
+
+	for _, kind := range []string{"unknown", "badicv", "replayold", "replaydup", "truncated", "badpad", "selector",
+		"udp_unknown", "udp_encap", "udp_truncated"} {
+		if sent[kind] != perKind {
+			t.Errorf("esp_inject.py sent %d %s packets, want %d", sent[kind], kind, perKind)
+		}
+	}
+	want := map[string]uint64{
+		"XfrmInNoStates":                sent["unknown"] + sent["udp_unknown"],
+		"XfrmInStateProtoError":         sent["badicv"] + sent["badpad"],
+		"CRYPTO_TUNNEL_ESP_AUTH_FAILED": sent["badicv"],
+		"XfrmInStateSeqError":           sent["replayold"] + sent["replaydup"],
+		"VnicInDummy":                   sent["replaydup"], // the first copy of each duplicated packet
+		"XfrmInHdrError":                sent["truncated"] + sent["udp_truncated"],
+		"XfrmInTmplMismatch":            sent["selector"],
+		"XfrmInStateMismatch":           sent["udp_encap"], // ESP-in-UDP for a raw-ESP SA
+	}
+	for k, v := range want {
+		if _, ok := after[k]; !ok {
+			t.Errorf("vnic stats has no counter %s", k)
+		} else if d[k] != v {
+			t.Errorf("%s moved by %d, want %d", k, d[k], v)
+		}
+	}
+	for k, v := range d {
+		if _, ok := want[k]; !ok && strings.HasPrefix(k, "XfrmIn") && v != 0 {
+			t.Errorf("%s moved by %d, want 0", k, v)
+		}
+	}
+
+	// Each dropped packet gets one NDIS CryptoStatus (the dummy packets,
+	// dropped without error, none).
+	var crypto, drops uint64
+	for k, v := range d {
+		if strings.HasPrefix(k, "CRYPTO_") && k != "CRYPTO_SUCCESS" {
+			crypto += v
+		}
+	}
+	for k, v := range want {
+		if strings.HasPrefix(k, "Xfrm") {
+			drops += v
+		}
+	}
+	if crypto != drops {
+		t.Errorf("the CRYPTO_* counters moved by %d in all, want one per dropped packet: %d", crypto, drops)
+	}
+
+	// The same, SA by SA; and the live SA's window holds only what B sent.
+	for _, c := range []struct {
+		handle, what string
+		want         map[string]uint64
+	}{
+		{aIn, "live inbound SA", map[string]uint64{"XfrmInStateProtoError": sent["badicv"], "XfrmInStateSeqError": sent["replayold"],
+			"XfrmInStateMismatch": sent["udp_encap"]}},
+		{aInj, "injection SA", map[string]uint64{"XfrmInStateProtoError": sent["badpad"], "XfrmInStateSeqError": sent["replaydup"],
+			"XfrmInTmplMismatch": sent["selector"], "VnicInDummy": sent["replaydup"]}},
+	} {
+		info := saInfo(t, a, c.handle)
+		for k, v := range c.want {
+			if info.Drops[k] != v {
+				t.Errorf("%s %s: %s is %d, want %d (drops %v)", c.what, c.handle, k, info.Drops[k], v, info.Drops)
+			}
+		}
+	}
+	if in, out := saInfo(t, a, aIn).Seq, saInfo(t, b, bOut).Seq; in != out {
+		t.Errorf("A's live inbound SA has accepted up to %d, but B has sent up to %d", in, out)
+	}
+
+	// Nothing injected reached vnic0: it received the ping replies and no
+	// more.
+	if rx := rxAfter - rxBefore; rx != uint64(received) {
+		t.Errorf("vnic0 received %d packets, want %d (the ping replies)", rx, received)
+	}
+	if capture != nil {
+		time.Sleep(200 * time.Millisecond)
+		if out := capture.output(); strings.Contains(out, "VNIC-INJECTED") || strings.Contains(out, "10.9.9.9") {
+			t.Errorf("an injected inner packet reached vnic0:\n%s", out)
+		}
+	}
+
+	// The daemon is still up and answering.
+	if _, err := a.try("caps"); err != nil {
+		t.Errorf("A's daemon stopped answering: %v\n%s", err, a.log)
+	}
+}
+
+// rxPackets is vnic0's received-packet count in h's namespace.
+func rxPackets(t *testing.T, h *host) uint64 {
+	t.Helper()
+	out := sh(t, "ip", "netns", "exec", h.ns, "ip", "-s", "-j", "link", "show", "vnic0")
+	var links []struct {
+		Stats64 struct {
+			Rx struct {
+				Packets uint64 `json:"packets"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		t.Fatalf("ip -s -j link show vnic0: %v\n%s", err, out)
+	}
+	return links[0].Stats64.Rx.Packets
+}
+
+func tcpdumpAvailable() bool {
+	_, err := tryCmd("tcpdump", "--version")
+	return err == nil
+}
+
+// waitCapture waits until tcpdump says it listens.
+func waitCapture(t *testing.T, p *nsProc) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.output(), "listening on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpdump did not start:\n%s", p.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
