@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -222,10 +223,16 @@ func (h *host) vnic(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := h.try(args...)
 	if err != nil {
-		t.Fatalf("vnic %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, h.log)
+		t.Fatalf("vnic %s: %v\n%s\ndaemon log:\n%s", redact(strings.Join(args, " ")), err, out, h.log)
 	}
 	return out
 }
+
+// longHex is a run of hex digits long enough to be key material.
+var longHex = regexp.MustCompile(`(0x)?[0-9a-fA-F]{16,}`)
+
+// redact hides key material in a command line before it is printed.
+func redact(s string) string { return longHex.ReplaceAllString(s, "[key]") }
 
 // stats returns the daemon's global counters.
 func (h *host) stats(t *testing.T) map[string]uint64 {

@@ -136,6 +136,15 @@ type daemon struct {
 }
 
 func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
+	// The socket first: a second daemon for the same device stops here,
+	// before it touches any interface.
+	ln, err := oid.Listen(cfg.socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.socket)
+	defer ln.Close()
+
 	var ucfg underlay.Config
 	for _, a := range cfg.underlay {
 		if a.Unmap().Is4() {
@@ -163,12 +172,6 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	d := &daemon{cfg: cfg, table: sadb.New(cfg.capacity), bus: &event.Bus{}, gen: newGeneration()}
 	d.table.DefaultReplayWindow = cfg.replayWindow
 	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{MTU: cfg.mtu, PassUnknownSPI: cfg.passUnknown})
-
-	ln, err := oid.Listen(cfg.socket)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(cfg.socket)
 
 	log.Info("vnic up", "device", cfg.name, "mtu", cfg.mtu, "underlay", cfg.underlay, "udp_port", cfg.udpPort,
 		"socket", cfg.socket, "capacity", cfg.capacity, "generation", d.gen)
