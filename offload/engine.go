@@ -176,6 +176,12 @@ func (e *Engine) outbound(buf []byte, start, end int) (Span, bool) {
 		return Span{}, false
 	}
 	sp, ev, err := Encapsulate(sa, buf, start, end)
+	return e.settle(sa, sp, ev, err)
+}
+
+// settle publishes what processing a packet with sa made happen and counts
+// the packet if it was dropped.
+func (e *Engine) settle(sa *sadb.SA, sp Span, ev Event, err error) (Span, bool) {
 	if ev != 0 {
 		e.publish(sa, ev)
 	}
@@ -266,14 +272,7 @@ func (e *Engine) inbound(buf []byte, start, end int) (Span, bool) {
 		return Span{}, false
 	}
 	sp, ev, err := Decapsulate(sa, &h, buf, start)
-	if ev != 0 {
-		e.publish(sa, ev)
-	}
-	if err != nil {
-		e.drop(sa, err)
-		return Span{}, false
-	}
-	return sp, true
+	return e.settle(sa, sp, ev, err)
 }
 
 // drop counts a dropped packet under its reason, globally and on its SA.
