@@ -9,7 +9,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -215,17 +214,8 @@ func (c *Conn) flush(k int) error {
 	if len(ms) == 0 {
 		return nil
 	}
-	var write func([]ipv4.Message) (int, error)
-	switch k {
-	case kindRaw4:
-		write = func(m []ipv4.Message) (int, error) { return ipv4.NewPacketConn(c.raw4).WriteBatch(m, 0) }
-	case kindRaw6:
-		write = func(m []ipv4.Message) (int, error) { return ipv6.NewPacketConn(c.raw6).WriteBatch(m, 0) }
-	case kindUDP4:
-		write = func(m []ipv4.Message) (int, error) { return ipv4.NewPacketConn(c.udp4).WriteBatch(m, 0) }
-	default:
-		write = func(m []ipv4.Message) (int, error) { return ipv6.NewPacketConn(c.udp6).WriteBatch(m, 0) }
-	}
+	send := c.batch[k]
+	write := func(m []ipv4.Message) (int, error) { return send(m, 0) }
 	var first error
 	for len(ms) > 0 {
 		n, err := write(ms)

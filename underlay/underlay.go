@@ -65,6 +65,9 @@ type Conn struct {
 	port   uint16
 	closed sync.Once
 	send   sender
+	// batch[k] sends a batch on the socket of kind k (sendmmsg); made
+	// once in Open.
+	batch [numKinds]func([]ipv4.Message, int) (int, error)
 }
 
 // Open opens the sockets cfg asks for.
@@ -107,6 +110,18 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 				return nil, c.fail(err)
 			}
 		}
+	}
+	if c.raw4 != nil {
+		c.batch[kindRaw4] = ipv4.NewPacketConn(c.raw4).WriteBatch
+	}
+	if c.raw6 != nil {
+		c.batch[kindRaw6] = ipv6.NewPacketConn(c.raw6).WriteBatch
+	}
+	if c.udp4 != nil {
+		c.batch[kindUDP4] = ipv4.NewPacketConn(c.udp4).WriteBatch
+	}
+	if c.udp6 != nil {
+		c.batch[kindUDP6] = ipv6.NewPacketConn(c.udp6).WriteBatch
 	}
 	return c, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +42,7 @@ type upConfig struct {
 	replayWindow int
 	passUnknown  bool
 	logLevel     string
+	cpuProfile   string
 }
 
 type prefixList []netip.Prefix
@@ -86,6 +88,7 @@ func parseUp(args []string) (*upConfig, error) {
 	fs.IntVar(&c.replayWindow, "replay-window", 64, "replay window for inbound SAs that do not give one")
 	fs.BoolVar(&c.passUnknown, "pass-unknown-spi", false, "pass ESP with no inbound SA up to the device unprocessed (NDIS behaviour) instead of dropping it")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon's life to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -123,6 +126,17 @@ func runUp(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("vnic up: -cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("vnic up: -cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return serve(ctx, cfg, log)
 }
 
