@@ -1,0 +1,589 @@
+#!/usr/bin/env bash
+# The vnic benchmark: vnic beside a plain veth, wireguard-go and strongSwan's
+# userspace ESP (kernel-libipsec), each measured in a fresh pair of network
+# namespaces joined by a veth on this machine, then the ESP engine's
+# microbenchmarks. Writes BENCHMARKS.md at the top of the repository.
+#
+#   sudo scripts/bench.sh                              # full run (about 15 minutes)
+#   sudo BENCH_SECONDS=3 BENCH_RUNS=1 scripts/bench.sh # quick run (about 3 minutes)
+#
+# Environment:
+#   BENCH_SECONDS   iperf3 -t for each load, 1..10 (default 10)
+#   BENCH_RUNS      runs of each measurement; the report gives the median
+#                   and the min-max spread (default 3)
+#   BENCH_GO_COUNT  go test -count for the microbenchmarks (default 5, or 1
+#                   when BENCH_RUNS < 3)
+#   BENCH_PATHS     which paths, space-separated (default: all of
+#                   veth vnic-udp-gcm vnic-raw-gcm vnic-udp-chacha
+#                   vnic-raw-chacha wireguard-go strongswan)
+#   BENCH_OUT       the report (default BENCHMARKS.md at the repository top)
+#   BENCH_KEEP      1: keep the scratch directory with every daemon's log
+#
+# Per path: iperf3 TCP with 1 and 2 streams (receiver's rate), UDP with
+# 64-byte payloads at an unbounded rate (packets per second the receiver
+# got), and ping RTT (20 echoes 50 ms apart, the average). The paths take
+# turns, one round per run, each round in fresh namespaces, so that other
+# load on the machine falls on all of them alike. Every tunnel must answer a
+# ping before it is measured. A peer (wireguard-go, strongSwan) that
+# does not come up is reported as such and the rest still runs; the exit
+# status is non-zero only when the veth baseline or a vnic path failed (or
+# vnic's build or microbenchmarks did).
+set -uo pipefail
+
+for a in "$@"; do
+	case $a in
+	-h | --help)
+		sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "bench.sh takes no arguments (see --help); settings come from the environment" >&2
+		exit 2
+		;;
+	esac
+done
+
+# The exact command line, for the report.
+CMDLINE=
+for v in BENCH_SECONDS BENCH_RUNS BENCH_GO_COUNT BENCH_PATHS BENCH_OUT BENCH_KEEP; do
+	if [ -n "${!v+x}" ]; then CMDLINE+="$v=$(printf '%q' "${!v}") "; fi
+done
+CMDLINE+="bash $0"
+
+cd "$(dirname "$0")/.." || exit 1
+REPO=$(pwd)
+if [ "$(id -u)" != 0 ]; then
+	echo "bench.sh needs root (namespaces, TUN devices, apt-get): run it with sudo" >&2
+	exit 1
+fi
+export PATH=/usr/local/go/bin:$PATH
+
+ALL_PATHS="veth vnic-udp-gcm vnic-raw-gcm vnic-udp-chacha vnic-raw-chacha wireguard-go strongswan"
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+BENCH_RUNS=${BENCH_RUNS:-3}
+BENCH_PATHS=${BENCH_PATHS:-$ALL_PATHS}
+BENCH_OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
+BENCH_KEEP=${BENCH_KEEP:-0}
+case $BENCH_SECONDS in '' | *[!0-9]*)
+	echo "BENCH_SECONDS must be a whole number of seconds" >&2
+	exit 2
+	;;
+esac
+case $BENCH_RUNS in '' | *[!0-9]* | 0)
+	echo "BENCH_RUNS must be a positive whole number" >&2
+	exit 2
+	;;
+esac
+[ "$BENCH_SECONDS" -ge 1 ] || BENCH_SECONDS=1
+if [ "$BENCH_SECONDS" -gt 10 ]; then
+	echo "BENCH_SECONDS capped at 10" >&2
+	BENCH_SECONDS=10
+fi
+if [ "$BENCH_RUNS" -ge 3 ]; then
+	BENCH_GO_COUNT=${BENCH_GO_COUNT:-5}
+else
+	BENCH_GO_COUNT=${BENCH_GO_COUNT:-1}
+fi
+for p in $BENCH_PATHS; do
+	case " $ALL_PATHS " in *" $p "*) ;; *)
+		echo "unknown path $p in BENCH_PATHS (known: $ALL_PATHS)" >&2
+		exit 2
+		;;
+	esac
+done
+
+# shellcheck source=scripts/lib/bench-common.sh
+. "$REPO/scripts/lib/bench-common.sh"
+# shellcheck source=scripts/lib/bench-tunnels.sh
+. "$REPO/scripts/lib/bench-tunnels.sh"
+
+RUN_ID=$$
+WORK=$(mktemp -d /tmp/vnic-bench.XXXXXX) || exit 1
+NS_A=''
+NS_B=''
+PATH_DIR=$WORK
+# shellcheck disable=SC2317 # run by the EXIT trap
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	set +e
+	ns_teardown
+	teardown_wireguard
+	if [ "$BENCH_KEEP" = 1 ]; then
+		log "logs kept in $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "vnic benchmark: $BENCH_RUNS run(s) of ${BENCH_SECONDS}s loads; paths: $BENCH_PATHS"
+reap_stale
+
+# ------------------------------------------------------------ 1. packages
+
+# Core needs (the run cannot go on without them), then the peers'.
+CORE_PKGS=(iperf3 iproute2 iputils-ping jq procps coreutils gawk util-linux ca-certificates)
+PEER_PKGS=(wireguard-tools strongswan-charon libcharon-extra-plugins strongswan-swanctl
+	libstrongswan-extra-plugins libstrongswan-standard-plugins)
+install_packages() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -gt 0 ] || return 0
+	log "installing ${missing[*]}"
+	if [ -z "${APT_UPDATED:-}" ]; then
+		apt-get update -qq >"$WORK/apt-update.log" 2>&1 || log "apt-get update failed (see below)"
+		APT_UPDATED=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+		>"$WORK/apt.log" 2>&1 && return 0
+	# One at a time, so one missing package does not block the others.
+	local rc=0
+	for p in "${missing[@]}"; do
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" \
+			>>"$WORK/apt.log" 2>&1 || { log "apt-get install $p failed"; rc=1; }
+	done
+	return $rc
+}
+install_packages "${CORE_PKGS[@]}" || true
+for t in ip ping iperf3 jq awk timeout; do
+	command -v "$t" >/dev/null || {
+		log "FATAL: $t is missing and could not be installed"
+		tail -n 20 "$WORK/apt.log" >&2 2>/dev/null
+		exit 1
+	}
+done
+install_packages "${PEER_PKGS[@]}" || log "some peer packages did not install; the peers that need them will be reported as failed"
+
+# ------------------------------------------------------------ 2. builds
+
+VNIC_BIN=''
+WG_BIN=''
+WG_BUILD_ERR=''
+WG_VERSION=''
+VNIC_BUILD_ERR=''
+SW_NEGOTIATED=''
+if command -v go >/dev/null; then
+	log "building vnic"
+	if go build -o "$WORK/vnic" ./cmd/vnic >"$WORK/vnic-build.log" 2>&1; then
+		VNIC_BIN=$WORK/vnic
+	else
+		VNIC_BUILD_ERR=$(tail -n 15 "$WORK/vnic-build.log")
+		log "vnic build FAILED:"$'\n'"$VNIC_BUILD_ERR"
+	fi
+	case " $BENCH_PATHS " in *" wireguard-go "*)
+		WG_VERSION=$(go list -m -f '{{.Version}}' golang.zx2c4.com/wireguard 2>"$WORK/wg-version.log")
+		if [ -z "$WG_VERSION" ]; then
+			WG_BUILD_ERR="cannot read the golang.zx2c4.com/wireguard version from go.mod: $(tail -n 3 "$WORK/wg-version.log")"
+		else
+			log "building wireguard-go $WG_VERSION"
+			if GOBIN=$WORK GOFLAGS='' go install "golang.zx2c4.com/wireguard@$WG_VERSION" >"$WORK/wg-build.log" 2>&1 &&
+				[ -x "$WORK/wireguard" ]; then
+				WG_BIN=$WORK/wireguard
+			else
+				WG_BUILD_ERR="go install golang.zx2c4.com/wireguard@$WG_VERSION failed: $(tail -n 5 "$WORK/wg-build.log")"
+			fi
+		fi
+		[ -z "$WG_BUILD_ERR" ] || log "wireguard-go build FAILED: $WG_BUILD_ERR"
+		;;
+	esac
+else
+	VNIC_BUILD_ERR="no go toolchain on PATH (expected /usr/local/go/bin/go)"
+	WG_BUILD_ERR=$VNIC_BUILD_ERR
+	log "FATAL for vnic: $VNIC_BUILD_ERR"
+fi
+
+# ------------------------------------------------------------ 3. the paths
+
+declare -A LABEL STATUS WHY DETAIL
+LABEL[veth]="plain veth (ceiling)"
+LABEL[vnic-udp-gcm]="vnic ESP-in-UDP AES-GCM-128"
+LABEL[vnic-raw-gcm]="vnic raw ESP AES-GCM-128"
+LABEL[vnic-udp-chacha]="vnic ESP-in-UDP ChaCha20-Poly1305"
+LABEL[vnic-raw-chacha]="vnic raw ESP ChaCha20-Poly1305"
+LABEL[wireguard-go]="wireguard-go (ChaCha20-Poly1305)"
+LABEL[strongswan]="strongSwan kernel-libipsec ESP-in-UDP AES-GCM-128"
+declare -A SHORT
+SHORT[veth]="plain veth"
+SHORT[vnic-udp-gcm]="vnic UDP AES-GCM"
+SHORT[vnic-udp-chacha]="vnic UDP ChaCha20"
+SHORT[wireguard-go]="wireguard-go"
+SHORT[strongswan]="strongSwan"
+METRICS="tcp1 tcp2 udp64 ping"
+declare -A MLABEL MUNIT MDEC
+MLABEL[tcp1]="TCP 1 stream" MUNIT[tcp1]="Gbit/s" MDEC[tcp1]=2
+MLABEL[tcp2]="TCP 2 streams" MUNIT[tcp2]="Gbit/s" MDEC[tcp2]=2
+MLABEL[udp64]="UDP 64 B received" MUNIT[udp64]="kpps" MDEC[udp64]=1
+MLABEL[ping]="ping RTT" MUNIT[ping]="ms" MDEC[ping]=3
+RES=$WORK/results
+mkdir -p "$RES"
+
+setup_path() {
+	case $1 in
+	veth) setup_veth ;;
+	vnic-udp-gcm) setup_vnic udp gcm ;;
+	vnic-raw-gcm) setup_vnic raw gcm ;;
+	vnic-udp-chacha) setup_vnic udp chacha ;;
+	vnic-raw-chacha) setup_vnic raw chacha ;;
+	wireguard-go) setup_wireguard ;;
+	strongswan) setup_strongswan ;;
+	esac
+}
+
+# shellcheck disable=SC2317 # called through wait_for
+iperf_listening() { ip netns exec "$NS_B" ss -Hltn 'sport = :5201' | grep -q .; }
+
+# measure ID METRIC RUN: one measurement into $RES/ID.METRIC.
+measure() {
+	local v
+	case $2 in
+	tcp1) v=$(measure_tcp "$TARGET" 1) ;;
+	tcp2) v=$(measure_tcp "$TARGET" 2) ;;
+	udp64) v=$(measure_udp64 "$TARGET") ;;
+	ping) v=$(measure_ping "$TARGET") ;;
+	esac
+	if [ -n "$v" ] && [ "$v" != null ]; then
+		echo "$v" >>"$RES/$1.$2"
+		log "  $1 ${MLABEL[$2]} run $3/$BENCH_RUNS: $(fmt_num "$v" "${MDEC[$2]}") ${MUNIT[$2]}"
+	else
+		echo "$3" >>"$RES/$1.$2.failed"
+		log "  $1 ${MLABEL[$2]} run $3/$BENCH_RUNS: FAILED"
+	fi
+	sleep 0.5
+}
+
+path_teardown() {
+	ns_teardown
+	teardown_wireguard
+}
+
+# run_path ID ROUND: one round of ID: fresh namespaces, the tunnel, every
+# metric once, teardown. Paths take turns round by round, so that whatever
+# else loads the machine falls on all of them alike.
+run_path() {
+	local id=$1 r=$2 m dead=''
+	log "== round $r/$BENCH_RUNS: ${LABEL[$id]}"
+	FAIL_REASON=''
+	FAIL_DETAIL=''
+	TARGET=''
+	TUNNEL_LOGS=()
+	PATH_DIR=$WORK/round$r
+	mkdir -p "$PATH_DIR"
+	if ! ns_pair "$id-r$r"; then
+		STATUS[$id]=failed WHY[$id]="could not create the namespace pair"
+		path_teardown
+		return
+	fi
+	if ! setup_path "$id"; then
+		STATUS[$id]=failed WHY[$id]="did not come up (round $r): $FAIL_REASON" DETAIL[$id]=$FAIL_DETAIL
+		log "  ${LABEL[$id]} FAILED to come up: $FAIL_REASON"
+		[ -z "$FAIL_DETAIL" ] || printf '%s\n' "$FAIL_DETAIL" | sed 's/^/      /' >&2
+		path_teardown
+		return
+	fi
+	if ! tunnel_ping "$TARGET" 20; then
+		STATUS[$id]=failed WHY[$id]="came up but $TARGET did not answer a ping through it within 20 s (round $r)"
+		DETAIL[$id]=$(excerpt "${TUNNEL_LOGS[@]}")
+		log "  ${LABEL[$id]} FAILED: ${WHY[$id]}"
+		path_teardown
+		return
+	fi
+	log "  tunnel up: $TARGET answers from $NS_A"
+	bg "iperf3 server in $NS_B" "$PATH_DIR/iperf3-server-$id.log" ip netns exec "$NS_B" iperf3 -s
+	if ! wait_for 10 iperf_listening; then
+		STATUS[$id]=failed WHY[$id]="the iperf3 server in $NS_B did not start"
+		path_teardown
+		return
+	fi
+	for m in $METRICS; do
+		if ! dead=$(all_alive); then break; fi
+		measure "$id" "$m" "$r"
+	done
+	[ -n "$dead" ] || dead=$(all_alive)
+	if [ -n "$dead" ]; then
+		STATUS[$id]=failed
+		WHY[$id]="a process of the path exited during the measurements (round $r): $dead"
+		DETAIL[$id]=$(excerpt "${TUNNEL_LOGS[@]}")
+		log "  ${LABEL[$id]} FAILED: ${WHY[$id]}"
+		printf '%s\n' "${DETAIL[$id]}" | sed 's/^/      /' >&2
+		path_teardown
+		return
+	fi
+	case $id in vnic-*)
+		# The daemons' counters, for the kept logs (BENCH_KEEP=1).
+		local x
+		for x in a b; do
+			"$VNIC_BIN" --socket "$PATH_DIR/vnic-$RUN_ID-${id#vnic-}/$x.sock" stats >"$PATH_DIR/stats-$id-$x.txt" 2>&1 || true
+		done
+		;;
+	esac
+	path_teardown
+}
+
+# finish_path ID: after every round, a path that never failed outright is
+# ok when each metric has at least one figure.
+finish_path() {
+	local id=$1 m
+	[ "${STATUS[$id]:-}" = failed ] && return
+	STATUS[$id]=ok
+	for m in $METRICS; do
+		if [ ! -s "$RES/$id.$m" ]; then
+			STATUS[$id]=failed
+			WHY[$id]+="${WHY[$id]:+; }no ${MLABEL[$m]} figure: every ${MLABEL[$m]} run failed"
+		elif [ -s "$RES/$id.$m.failed" ]; then
+			WHY[$id]+="${WHY[$id]:+; }${MLABEL[$m]}: run(s) $(paste -sd, "$RES/$id.$m.failed") failed"
+		fi
+	done
+}
+
+for r in $(seq "$BENCH_RUNS"); do
+	for id in $BENCH_PATHS; do
+		# A path that failed is not tried again in later rounds.
+		[ "${STATUS[$id]:-}" = failed ] || run_path "$id" "$r"
+	done
+done
+for id in $BENCH_PATHS; do
+	finish_path "$id"
+done
+
+# ------------------------------------------------------------ 4. microbenchmarks
+
+GOBENCH_CMD="go test -run='^\$' -bench='Encapsulate|Decapsulate|RawAEAD' -benchmem -count=$BENCH_GO_COUNT ./offload"
+GOBENCH_OK=0
+if [ -n "$VNIC_BIN" ]; then
+	log "== engine microbenchmarks: $GOBENCH_CMD"
+	if go test -run='^$' -bench='Encapsulate|Decapsulate|RawAEAD' -benchmem -count="$BENCH_GO_COUNT" ./offload \
+		>"$WORK/gobench.txt" 2>&1; then
+		GOBENCH_OK=1
+	else
+		log "microbenchmarks FAILED: $(tail -n 10 "$WORK/gobench.txt")"
+	fi
+	# name -> one ns/op per line
+	mkdir -p "$WORK/gb"
+	awk '/^Benchmark/ {
+		name = $1; sub(/-[0-9]+$/, "", name); gsub("/", "_", name)
+		for (i = 2; i < NF; i++) {
+			if ($(i + 1) == "ns/op") print $i > (dir "/" name ".ns")
+			if ($(i + 1) == "allocs/op") print $i > (dir "/" name ".allocs")
+		}
+	}' dir="$WORK/gb" "$WORK/gobench.txt"
+fi
+
+# ------------------------------------------------------------ 5. the report
+
+# cell ID METRIC: "median (min–max)" or a reason it is empty.
+cell() {
+	local s med lo hi n d=${MDEC[$2]}
+	if [ "${STATUS[$1]:-}" = "" ]; then
+		echo "not run"
+		return
+	fi
+	s=$(stats "$RES/$1.$2")
+	if [ -z "$s" ]; then
+		echo "failed"
+		return
+	fi
+	read -r med lo hi n <<<"$s"
+	if [ "$n" -gt 1 ]; then
+		echo "**$(fmt_num "$med" "$d")** ($(fmt_num "$lo" "$d")–$(fmt_num "$hi" "$d"))"
+	else
+		echo "**$(fmt_num "$med" "$d")**"
+	fi
+}
+
+median_of() { stats "$1" | awk '{print $1}'; }
+
+# ratio A_ID B_ID METRIC
+ratio() {
+	local a b
+	a=$(median_of "$RES/$1.$3")
+	b=$(median_of "$RES/$2.$3")
+	if [ -z "$a" ] || [ -z "$b" ]; then
+		echo "n/a"
+		return
+	fi
+	awk -v a="$a" -v b="$b" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'
+}
+
+FENCE='```'
+
+gb_median() { median_of "$WORK/gb/$1.ns"; }
+
+write_report() {
+	local cpu cores date kernel commit dirty swver ipver gover id m
+	date=$(date -u '+%Y-%m-%d %H:%M UTC')
+	kernel=$(uname -r)
+	cpu=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }')
+	cores=$(nproc)
+	commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	dirty=$(git -C "$REPO" status --porcelain 2>/dev/null | wc -l)
+	[ "$dirty" -gt 0 ] && commit+=" plus uncommitted changes in $dirty files"
+	swver=$(dpkg-query -W -f='${Version}' strongswan-charon 2>/dev/null || echo "not installed")
+	ipver=$(iperf3 --version 2>/dev/null | head -n 1 | awk '{print $2}')
+	gover=$(go version 2>/dev/null | awk '{print $3}')
+
+	echo "# Benchmarks"
+	echo
+	echo "Written by \`scripts/bench.sh\`; run it again rather than editing this file."
+	echo
+	echo "| | |"
+	echo "|---|---|"
+	echo "| date | $date |"
+	echo "| kernel | \`$kernel\` |"
+	echo "| CPU | ${cpu:-unknown}, $cores cores (shared by both ends of every path) |"
+	echo "| command | \`$CMDLINE\` (as root) |"
+	echo "| loads | iperf3 \`-t $BENCH_SECONDS\`, $BENCH_RUNS run(s) of each, the paths taking turns round by round, fresh namespaces each round; ping \`-c 20 -i 0.05\` |"
+	echo "| vnic | $commit, $gover |"
+	echo "| wireguard-go | ${WG_VERSION:-not built} (the version in go.mod), its defaults: TUN offloads, UDP GSO/GRO |"
+	echo "| strongSwan | $swver, charon with kernel-libipsec, IKEv2 PSK, \`esp_proposals = aes128gcm16\`; negotiated: ${SW_NEGOTIATED:-n/a} |"
+	echo "| iperf3 | $ipver |"
+	echo "| load average (1, 5, 15 min) | $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end |"
+	echo
+	echo "## Throughput and latency"
+	echo
+	if [ "$BENCH_RUNS" -gt 1 ]; then
+		echo "Median of $BENCH_RUNS runs in bold, (min–max) after it."
+	else
+		echo "One run each (quick mode): no spread."
+	fi
+	echo
+	printf '| path |'
+	for m in $METRICS; do printf ' %s (%s) |' "${MLABEL[$m]}" "${MUNIT[$m]}"; done
+	echo
+	printf '|---|'
+	for m in $METRICS; do printf -- '---|'; done
+	echo
+	for id in $BENCH_PATHS; do
+		printf '| %s |' "${LABEL[$id]}"
+		if [ "${STATUS[$id]:-}" = failed ] && [ ! -s "$RES/$id.tcp1" ] && [ ! -s "$RES/$id.ping" ]; then
+			for m in $METRICS; do printf ' FAILED |'; done
+		else
+			for m in $METRICS; do printf ' %s |' "$(cell "$id" "$m")"; done
+		fi
+		echo
+	done
+	echo
+
+	local failed=0
+	for id in $BENCH_PATHS; do [ "${STATUS[$id]:-}" = ok ] && [ -z "${WHY[$id]:-}" ] || failed=1; done
+	if [ "$failed" = 1 ] || [ -n "$VNIC_BUILD_ERR" ] || [ -n "$WG_BUILD_ERR" ]; then
+		echo "## Failures"
+		echo
+		[ -z "$VNIC_BUILD_ERR" ] || printf -- '- **vnic build failed**:\n\n%s\n%s\n%s\n\n' "$FENCE" "$VNIC_BUILD_ERR" "$FENCE"
+		for id in $BENCH_PATHS; do
+			[ -n "${WHY[$id]:-}" ] || continue
+			printf -- '- **%s**: %s\n\n' "${LABEL[$id]}" "${WHY[$id]}"
+			if [ -n "${DETAIL[$id]:-}" ]; then
+				printf '%s\n%s\n%s\n\n' "$FENCE" "${DETAIL[$id]}" "$FENCE"
+			fi
+		done
+	fi
+
+	echo "## Ratios"
+	echo
+	echo "Each cell is the first path's median divided by the second's."
+	echo
+	printf '| ratio |'
+	for m in $METRICS; do printf ' %s |' "${MLABEL[$m]}"; done
+	echo
+	printf '|---|'
+	for m in $METRICS; do printf -- '---|'; done
+	echo
+	local pair a b rows=0
+	for pair in vnic-udp-gcm:wireguard-go vnic-udp-gcm:strongswan vnic-udp-gcm:veth vnic-udp-chacha:wireguard-go; do
+		a=${pair%%:*} b=${pair#*:}
+		case " $BENCH_PATHS " in *" $a "*) ;; *) continue ;; esac
+		case " $BENCH_PATHS " in *" $b "*) ;; *) continue ;; esac
+		printf '| %s / %s |' "${SHORT[$a]}" "${SHORT[$b]}"
+		for m in $METRICS; do printf ' %s |' "$(ratio "$a" "$b" "$m")"; done
+		echo
+		rows=$((rows + 1))
+	done
+	[ "$rows" -gt 0 ] || echo "| (no pair of paths to compare was measured in this run) | | | | |"
+	echo
+	echo "## How to read"
+	echo
+	cat <<'EOF'
+- Both ends of every path and the load generator share the same cores, so
+  every figure is a property of this machine, not of a link: compare paths
+  measured in the same run (the ratios), not figures from different machines.
+- TCP figures are what the iperf3 receiver got. "UDP 64 B received" is the
+  packets per second that reached the receiver while the sender sent as fast
+  as it could (`-u -l 64 -b 0`); through a tunnel most of what is sent is
+  dropped at the TUN or socket queues, so this is a packet-rate capacity, not
+  a loss-free rate. Ping RTT is the average of 20 echoes 50 ms apart, idle.
+- Ratios above 1 mean vnic is faster for the throughput and packet-rate
+  columns, and *slower* for the RTT column (a ratio of latencies).
+- vnic's ESP-in-UDP vs wireguard-go is the fairest pair (both UDP underlays;
+  note the different ciphers: the ChaCha20-Poly1305 row has the same cipher
+  as wireguard-go). strongSwan is the userspace-ESP anchor (same protocol and
+  cipher as vnic's AES-GCM rows). The plain veth is the ceiling no tunnel can
+  reach.
+- Spreads of 10-20 % between runs are usual on this 2-core machine. A load
+  average well above 0 at the start means other work shared the cores during
+  the run: every path suffers from it, the veth ceiling most visibly, so
+  trust the ratios more than the absolute figures then.
+EOF
+	echo
+	echo "## ESP engine microbenchmarks"
+	echo
+	echo "\`$GOBENCH_CMD\` — ns per packet, medians of $BENCH_GO_COUNT; the ratio is the engine's cost over raw AES-GCM-128 of the same bytes (tunnel mode, IPv4 in IPv4, raw ESP)."
+	echo
+	if [ -z "$VNIC_BIN" ]; then
+		echo "Not run: vnic did not build."
+	elif [ "$GOBENCH_OK" != 1 ] && [ ! -s "$WORK/gb/BenchmarkEncapsulate_64.ns" ]; then
+		printf 'FAILED:\n\n%s\n%s\n%s\n' "$FENCE" "$(tail -n 15 "$WORK/gobench.txt")" "$FENCE"
+	else
+		[ "$GOBENCH_OK" = 1 ] || printf 'Some benchmarks FAILED:\n\n%s\n%s\n%s\n\n' "$FENCE" "$(tail -n 15 "$WORK/gobench.txt")" "$FENCE"
+		echo "| bytes | Encapsulate | RawAEADSeal | ratio | Decapsulate | RawAEADOpen | ratio | allocs/op (encap, decap) |"
+		echo "|---|---|---|---|---|---|---|---|"
+		local n e s d o ea da
+		for n in 64 512 1400 8192; do
+			e=$(gb_median "BenchmarkEncapsulate_$n")
+			s=$(gb_median "BenchmarkRawAEADSeal_$n")
+			d=$(gb_median "BenchmarkDecapsulate_$n")
+			o=$(gb_median "BenchmarkRawAEADOpen_$n")
+			ea=$(median_of "$WORK/gb/BenchmarkEncapsulate_$n.allocs")
+			da=$(median_of "$WORK/gb/BenchmarkDecapsulate_$n.allocs")
+			printf '| %s | %s | %s | **%s** | %s | %s | **%s** | %s, %s |\n' "$n" \
+				"$(nsfmt "$e")" "$(nsfmt "$s")" "$(rat "$e" "$s")" \
+				"$(nsfmt "$d")" "$(nsfmt "$o")" "$(rat "$d" "$o")" "${ea:-?}" "${da:-?}"
+		done
+	fi
+}
+
+nsfmt() { if [ -n "$1" ]; then fmt_num "$1" 0; else echo "n/a"; fi; }
+rat() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; else echo "n/a"; fi; }
+
+write_report >"$WORK/report.md"
+cp "$WORK/report.md" "$BENCH_OUT.tmp" && mv "$BENCH_OUT.tmp" "$BENCH_OUT"
+log "wrote $BENCH_OUT"
+echo
+cat "$BENCH_OUT"
+echo
+
+# ------------------------------------------------------------ exit status
+
+rc=0
+[ -z "$VNIC_BUILD_ERR" ] || rc=1
+[ -z "$VNIC_BIN" ] || [ "$GOBENCH_OK" = 1 ] || rc=1
+for id in $BENCH_PATHS; do
+	case $id in
+	veth | vnic-*)
+		if [ "${STATUS[$id]:-}" != ok ]; then
+			log "FAILED: ${LABEL[$id]}"
+			rc=1
+		fi
+		;;
+	*)
+		[ "${STATUS[$id]:-}" = ok ] || log "peer not measured: ${LABEL[$id]} (see $BENCH_OUT)"
+		;;
+	esac
+done
+exit $rc
