@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -38,13 +39,24 @@ type NewDeliver func() Deliver
 type reader struct {
 	name  string
 	batch func([]ipv4.Message) (int, error)
-	fix   func(buf []byte, m *ipv4.Message) (start int, ok bool)
+	fix   func(buf []byte, m *ipv4.Message, n int) (start int, ok bool)
 	msgs  []ipv4.Message
 	bufs  [][]byte
 	pkts  []Packet
+	// segs are buffers for the datagrams a UDP GRO read coalesced, after
+	// the first (which stays in place); nil without GRO.
+	segs [][]byte
 }
 
-func newReader(name string, batch func([]ipv4.Message) (int, error), fix func([]byte, *ipv4.Message) (int, bool), oob bool) *reader {
+// groSegments is how many coalesced datagrams one reader can hold apart
+// per batch; more are delivered in a further batch.
+const groSegments = 256
+
+// segSize is the largest coalesced datagram a segment buffer holds (a
+// jumbo frame).
+const segSize = 9216
+
+func newReader(name string, batch func([]ipv4.Message) (int, error), fix func([]byte, *ipv4.Message, int) (int, bool), oob bool) *reader {
 	r := &reader{name: name, batch: batch, fix: fix,
 		msgs: make([]ipv4.Message, BatchSize), bufs: make([][]byte, BatchSize), pkts: make([]Packet, 0, BatchSize)}
 	for i := range r.msgs {
@@ -64,21 +76,21 @@ func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver)
 	if c.raw4 != nil {
 		p := ipv4.NewPacketConn(c.raw4)
 		rs = append(rs, newReader("raw4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func(_ []byte, _ *ipv4.Message) (int, bool) { return Headroom, true }, false))
+			func([]byte, *ipv4.Message, int) (int, bool) { return Headroom, true }, false))
 	}
 	if c.udp4 != nil {
 		p := ipv4.NewPacketConn(c.udp4)
-		rs = append(rs, newReader("udp4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, c.fixUDP4, true))
+		rs = append(rs, c.groReader(newReader("udp4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, c.fixUDP4, true)))
 	}
 	if c.raw6 != nil {
 		p := ipv6.NewPacketConn(c.raw6)
 		rs = append(rs, newReader("raw6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func(b []byte, m *ipv4.Message) (int, bool) { return c.fix6(b, m, false) }, true))
+			func(b []byte, m *ipv4.Message, n int) (int, bool) { return c.fix6(b, m, n, false) }, true))
 	}
 	if c.udp6 != nil {
 		p := ipv6.NewPacketConn(c.udp6)
-		rs = append(rs, newReader("udp6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func(b []byte, m *ipv4.Message) (int, bool) { return c.fix6(b, m, true) }, true))
+		rs = append(rs, c.groReader(newReader("udp6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
+			func(b []byte, m *ipv4.Message, n int) (int, bool) { return c.fix6(b, m, n, true) }, true)))
 	}
 	var wg sync.WaitGroup
 	for _, r := range rs {
@@ -106,10 +118,34 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver) {
 			continue
 		}
 		r.pkts = r.pkts[:0]
+		seg := 0
 		for i := range n {
 			m := &r.msgs[i]
-			if start, ok := r.fix(r.bufs[i], m); ok {
-				r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: Headroom + m.N})
+			size := m.N
+			if r.segs != nil {
+				if g := groSize(m.OOB[:m.NN]); g > 0 && g < m.N && g <= segSize {
+					size = g
+				}
+			}
+			if more := (m.N - 1) / size; seg+more > len(r.segs) && len(r.pkts) > 0 {
+				// Not enough segment buffers left: hand over what is
+				// ready first. (A message is split only after that, so
+				// no buffer is reused while its data waits.)
+				deliver(r.pkts)
+				r.pkts, seg = r.pkts[:0], 0
+			}
+			if start, ok := r.fix(r.bufs[i], m, size); ok {
+				r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: Headroom + size})
+				// The datagrams GRO joined behind the first: each to a
+				// buffer of its own, with room for its headers.
+				for off := size; off < m.N && seg < len(r.segs); off += size {
+					b := r.segs[seg]
+					seg++
+					k := copy(b[Headroom:Headroom+size], r.bufs[i][Headroom+off:Headroom+m.N])
+					if start, ok := r.fix(b, m, k); ok {
+						r.pkts = append(r.pkts, Packet{Buf: b, Start: start, End: Headroom + k})
+					}
+				}
 			}
 			m.OOB = m.OOB[:cap(m.OOB)]
 		}
@@ -119,9 +155,54 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver) {
 	}
 }
 
+// groReader turns UDP GRO on for r's socket when the kernel allows it, so
+// that one read returns many datagrams; r then splits them.
+func (c *Conn) groReader(r *reader) *reader {
+	conn := c.udp4
+	if r.name == "udp6" {
+		conn = c.udp6
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return r
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
+	}); err != nil || serr != nil {
+		return r // no GRO: one datagram per message
+	}
+	r.segs = make([][]byte, groSegments)
+	for i := range r.segs {
+		r.segs[i] = make([]byte, Headroom+segSize+64)
+	}
+	return r
+}
+
+// groSize returns the segment size of a UDP GRO read from its control
+// messages, or 0.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(binary.NativeEndian.Uint32(oob[unix.CmsgLen(0):]))
+		}
+		next := (l + unix.SizeofPtr - 1) &^ (unix.SizeofPtr - 1)
+		if next >= len(oob) {
+			return 0
+		}
+		oob = oob[next:]
+	}
+	return 0
+}
+
 // fix6 rebuilds the IPv6 header (and the UDP header) that an IPv6 socket
 // takes off, in the headroom before the payload.
-func (c *Conn) fix6(buf []byte, m *ipv4.Message, udp bool) (int, bool) {
+func (c *Conn) fix6(buf []byte, m *ipv4.Message, n int, udp bool) (int, bool) {
 	var cm ipv6.ControlMessage
 	dst, tclass, hops := c.local6, 0, 64
 	if m.NN > 0 && cm.Parse(m.OOB[:m.NN]) == nil {
@@ -141,7 +222,6 @@ func (c *Conn) fix6(buf []byte, m *ipv4.Message, udp bool) (int, bool) {
 	default:
 		return 0, false
 	}
-	n := m.N
 	start := Headroom
 	if udp {
 		start -= 8
@@ -164,7 +244,7 @@ func (c *Conn) fix6(buf []byte, m *ipv4.Message, udp bool) (int, bool) {
 
 // fixUDP4 rebuilds the IPv4 and UDP headers of a datagram from the IPv4
 // UDP socket.
-func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message) (int, bool) {
+func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message, n int) (int, bool) {
 	a, ok := m.Addr.(*net.UDPAddr)
 	if !ok {
 		return 0, false
@@ -178,7 +258,6 @@ func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message) (int, bool) {
 		ttl = cm.TTL
 	}
 	ap := a.AddrPort()
-	n := m.N
 	start := Headroom - 8
 	putUDP(buf[start:], ap.Port(), c.port, n)
 	start -= 20

@@ -88,3 +88,32 @@ func TestQueueCoalesces(t *testing.T) {
 		t.Error("GSO buffer does not hold the datagrams in order")
 	}
 }
+
+func TestGROSize(t *testing.T) {
+	b := make([]byte, 64)
+	// An IP_PKTINFO-like message first, then UDP_GRO with 1400.
+	h := (*unix.Cmsghdr)(unsafePointer(b))
+	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
+	h.SetLen(unix.CmsgLen(12))
+	next := unix.CmsgSpace(12)
+	h2 := (*unix.Cmsghdr)(unsafePointer(b[next:]))
+	h2.Level, h2.Type = unix.SOL_UDP, unix.UDP_GRO
+	h2.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(b[next+unix.CmsgLen(0):], 1400)
+	cases := []struct {
+		name string
+		oob  []byte
+		want int
+	}{
+		{"pktinfo then gro", b[:next+unix.CmsgSpace(4)], 1400},
+		{"pktinfo only", b[:next], 0},
+		{"empty", nil, 0},
+		{"truncated header", b[:5], 0},
+		{"length beyond buffer", b[:next+8], 0},
+	}
+	for _, c := range cases {
+		if got := groSize(c.oob); got != c.want {
+			t.Errorf("%s: groSize = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
