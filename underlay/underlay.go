@@ -126,6 +126,9 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 	return c, nil
 }
 
+// Device returns the name of the interface the sockets are bound to.
+func (c *Conn) Device() string { return c.cfg.Device }
+
 func (c *Conn) fail(err error) error {
 	c.Close()
 	return err

@@ -175,7 +175,7 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	defer ul.Close()
 
 	if cfg.mtu == 0 {
-		cfg.mtu = defaultMTU(ucfg)
+		cfg.mtu = defaultMTU(ul.Device())
 	}
 	dev, err := tun.Open(tun.Config{Name: cfg.name, MTU: cfg.mtu, Addrs: cfg.addrs, Routes: cfg.routes})
 	if err != nil {
@@ -241,33 +241,12 @@ func (d *daemon) receive(dev offload.TUN) func() underlay.Deliver {
 
 // defaultMTU is the underlay interface's MTU minus the largest ESP
 // overhead, so that no protected packet needs fragmenting.
-func defaultMTU(u underlay.Config) int {
+func defaultMTU(underlayDev string) int {
 	mtu := 1500
-	if u.Device != "" {
-		if l, err := netlink.LinkByName(u.Device); err == nil {
-			mtu = l.Attrs().MTU
-		}
-	} else if l := linkOf(u.Local4, u.Local6); l != nil {
+	if l, err := netlink.LinkByName(underlayDev); err == nil {
 		mtu = l.Attrs().MTU
 	}
 	return mtu - offload.MaxOverhead
-}
-
-func linkOf(addrs ...netip.Addr) netlink.Link {
-	list, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil
-	}
-	for _, a := range list {
-		ip, _ := netip.AddrFromSlice(a.IP)
-		for _, want := range addrs {
-			if want.IsValid() && ip.Unmap() == want {
-				l, _ := netlink.LinkByIndex(a.LinkIndex)
-				return l
-			}
-		}
-	}
-	return nil
 }
 
 func newGeneration() uint64 {
