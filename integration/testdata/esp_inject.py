@@ -53,21 +53,9 @@ import struct
 import time
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from netutil import int0, csum
 
 MARK = b"VNIC-INJECTED-PACKET"
-
-
-def int0(s):
-    return int(s, 0)
-
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def echo_request(src, dst, ident, seq):

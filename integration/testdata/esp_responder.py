@@ -48,12 +48,9 @@ from scapy.compat import raw
 from scapy.layers.inet import IP, ICMP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.ipsec import ESP, SecurityAssociation, IPSecIntegrityError
+from netutil import int0
 
 M32 = 0xFFFFFFFF
-
-
-def int0(s):
-    return int(s, 0)
 
 
 def log(*a):
