@@ -126,8 +126,11 @@ func (o *Outbound) Remaining() uint64 {
 // ESN reports whether the counter is 64-bit.
 func (o *Outbound) ESN() bool { return o.esn }
 
-// SetHigh moves the high-order 32 bits to hi (UPDATE_SA). The next number
-// becomes hi<<32 (or stays, if its high-order bits already equal hi); a hi
+// SetHigh moves the high-order 32 bits to hi (UPDATE_SA) and keeps the low
+// ones, as the kernel's XFRM_MSG_NEWAE does with oseq_hi and as the
+// inbound window does (Window.SetHigh): two peers whose hosts update both
+// ends keep agreeing. The next number becomes hi<<32 | its low bits (or
+// stays, if its high-order bits already equal hi); a hi
 // lower than the high bits of the next number to send returns an error
 // wrapping ErrBackwards. Without ESN it returns ErrNotESN, and on an
 // exhausted counter ErrExhausted.
@@ -135,7 +138,6 @@ func (o *Outbound) SetHigh(hi uint32) error {
 	if !o.esn {
 		return ErrNotESN
 	}
-	target := uint64(hi) << 32
 	for {
 		cur := o.next.Load()
 		if cur == 0 {
@@ -148,7 +150,7 @@ func (o *Outbound) SetHigh(hi uint32) error {
 		if hi == curHi {
 			return nil
 		}
-		if o.next.CompareAndSwap(cur, target) {
+		if o.next.CompareAndSwap(cur, uint64(hi)<<32|cur&0xFFFFFFFF) {
 			return nil
 		}
 	}

@@ -36,6 +36,10 @@ type Options struct {
 	// CryptoEventInterval is the least time between two CryptoError
 	// events for one SA and counter (1 s when zero).
 	CryptoEventInterval time.Duration
+	// CryptoWorkers is how many goroutines RunCrypto starts to seal and
+	// open packets in parallel with the loops (none when zero: each loop
+	// does its own cryptography).
+	CryptoWorkers int
 }
 
 // tunOffset is where a decrypted packet must start in the buffer handed
@@ -60,6 +64,9 @@ type Engine struct {
 
 	errMu   sync.Mutex
 	errSeen map[errKey]*errState
+
+	// work carries ranges of packets to the crypto workers.
+	work chan cryptoRange
 }
 
 // Engine-wide counters that are not drops.
@@ -95,7 +102,8 @@ func NewEngine(table *sadb.Table, bus *event.Bus, log *slog.Logger, opts Options
 	if opts.CryptoEventInterval == 0 {
 		opts.CryptoEventInterval = time.Second
 	}
-	e := &Engine{table: table, bus: bus, log: log, opts: opts, errSeen: map[errKey]*errState{}}
+	e := &Engine{table: table, bus: bus, log: log, opts: opts, errSeen: map[errKey]*errState{},
+		work: make(chan cryptoRange, 4*opts.CryptoWorkers)}
 	table.Quiesce = func() {
 		// Taking the write lock waits for every batch in flight; nothing
 		// needs doing while it is held.
@@ -130,6 +138,7 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	n := dev.BatchSize()
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
+	b := &outBatch{jobs: make([]sealJob, 0, n), bufs: make([][]byte, 0, n)}
 	out := make([][]byte, 0, n)
 	for i := range bufs {
 		bufs[i] = make([]byte, Headroom+e.opts.MTU+Tailroom)
@@ -142,14 +151,19 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			}
 			return err
 		}
-		out = out[:0]
+		b.jobs, b.bufs, out = b.jobs[:0], b.bufs[:0], out[:0]
 		var bytes uint64
 		e.inflight.RLock()
 		for i := range count {
-			if sp, ok := e.outbound(bufs[i], Headroom, Headroom+sizes[i]); ok {
-				out = append(out, bufs[i][sp.Start:sp.End])
+			if j, ok := e.outbound(bufs[i], Headroom, Headroom+sizes[i]); ok {
+				b.jobs = append(b.jobs, j)
+				b.bufs = append(b.bufs, bufs[i])
 				bytes += uint64(sizes[i])
 			}
+		}
+		e.cryptAll(b, len(b.jobs), &b.done)
+		for i, j := range b.jobs {
+			out = append(out, b.bufs[i][j.Start:j.End])
 		}
 		if len(out) > 0 {
 			if err := wire.SendBatch(out); err != nil {
@@ -157,26 +171,42 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			}
 		}
 		e.inflight.RUnlock()
+		clear(b.jobs) // let deleted SAs go
 		e.counts[cntOutPackets].Add(uint64(len(out)))
 		e.counts[cntOutBytes].Add(bytes)
 	}
 }
 
-// outbound protects one plaintext packet and returns where the outer packet
-// lies in buf.
-func (e *Engine) outbound(buf []byte, start, end int) (Span, bool) {
+// outBatch holds the packets of one device read between encapBegin and
+// the send: jobs[i] is a packet in bufs[i].
+type outBatch struct {
+	jobs []sealJob
+	bufs [][]byte
+	done sync.WaitGroup
+}
+
+func (b *outBatch) crypt(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		b.jobs[i].seal(b.bufs[i])
+	}
+}
+
+// outbound numbers one plaintext packet and writes its headers for its
+// outbound SA; the cryptography is left to the batch.
+func (e *Engine) outbound(buf []byte, start, end int) (sealJob, bool) {
 	f, ok := FlowOf(buf[start:end])
 	if !ok {
 		e.drop(nil, ErrBadPlaintext)
-		return Span{}, false
+		return sealJob{}, false
 	}
 	sa := e.table.LookupOutbound(f)
 	if sa == nil {
 		e.drop(nil, ErrNoOutSA)
-		return Span{}, false
+		return sealJob{}, false
 	}
-	sp, ev, err := Encapsulate(sa, buf, start, end)
-	return e.settle(sa, sp, ev, err)
+	j, ev, err := encapBegin(sa, buf, start, end)
+	_, ok = e.settle(sa, j.Span, ev, err)
+	return j, ok
 }
 
 // settle publishes what processing a packet with sa made happen and counts
@@ -193,15 +223,28 @@ func (e *Engine) settle(sa *sadb.SA, sp Span, ev Event, err error) (Span, bool) 
 }
 
 // Receiver handles the packets of one underlay reader: Add each packet of
-// a batch, then Flush, which writes the plaintext packets to the device in
-// one batched write (so that the device can coalesce them). Not safe for
-// concurrent use: give each reader its own.
+// a batch, then Flush, which opens the batch's packets (in parallel when
+// the engine has crypto workers) and writes the plaintext packets to the
+// device in one batched write, in the order they were added (so that the
+// device can coalesce them). Not safe for concurrent use: give each reader
+// its own.
 type Receiver struct {
 	e      *Engine
 	dev    TUN
+	pkts   []inPacket
 	out    [][]byte
-	bytes  uint64
+	done   sync.WaitGroup
 	locked bool
+}
+
+// inPacket is a received packet between Add and Flush.
+type inPacket struct {
+	sa    *sadb.SA // nil: an unknown SPI passed up unprocessed
+	h     Header
+	buf   []byte
+	start int
+	seq   uint64
+	err   error // from decapOpen
 }
 
 // NewReceiver returns a Receiver that writes to dev.
@@ -209,70 +252,98 @@ func (e *Engine) NewReceiver(dev TUN) *Receiver {
 	return &Receiver{e: e, dev: dev}
 }
 
-// Add verifies and decrypts one underlay packet, buf[start:end], and
-// queues the plaintext for Flush. buf must stay untouched until Flush.
+// Add checks one underlay packet, buf[start:end], up to its cryptography
+// and queues it for Flush. buf must stay untouched until Flush.
 func (r *Receiver) Add(buf []byte, start, end int) {
 	if !r.locked {
 		r.e.inflight.RLock()
 		r.locked = true
 	}
-	sp, ok := r.e.inbound(buf, start, end)
-	if !ok {
-		return
-	}
-	if sp.Start < tunOffset {
-		r.e.drop(nil, ErrNoRoomIn)
-		return
-	}
-	r.out = append(r.out, buf[sp.Start-tunOffset:sp.End])
-	r.bytes += uint64(sp.Len())
-}
-
-// Flush writes the queued packets to the device.
-func (r *Receiver) Flush() {
-	if len(r.out) > 0 {
-		if _, err := r.dev.Write(r.out, tunOffset); err != nil {
-			r.e.drop(nil, ErrDeviceWrite)
-		} else {
-			r.e.counts[cntInPackets].Add(uint64(len(r.out)))
-			r.e.counts[cntInBytes].Add(r.bytes)
-		}
-	}
-	clear(r.out)
-	r.out, r.bytes = r.out[:0], 0
-	if r.locked {
-		r.e.inflight.RUnlock()
-		r.locked = false
-	}
-}
-
-// inbound parses and decapsulates one underlay packet and returns the
-// plaintext packet to deliver, if any.
-func (e *Engine) inbound(buf []byte, start, end int) (Span, bool) {
+	e := r.e
 	h, kind, err := Parse(buf, start, end)
 	if err != nil {
 		e.drop(nil, err)
-		return Span{}, false
+		return
 	}
 	switch kind {
 	case KindKeepalive:
 		e.counts[cntKeepalives].Add(1)
-		return Span{}, false
+		return
 	case KindIKE:
 		e.counts[cntIKE].Add(1)
-		return Span{}, false
+		return
 	}
 	sa := e.table.LookupInbound(h.SPI, h.Dst)
 	if sa == nil {
-		if e.opts.PassUnknownSPI {
-			e.counts[cntPassedUp].Add(1)
-			return Span{start, h.End}, true
+		if !e.opts.PassUnknownSPI {
+			e.drop(nil, ErrNoSA)
+			return
 		}
-		e.drop(nil, ErrNoSA)
-		return Span{}, false
+		if start < tunOffset {
+			e.drop(nil, ErrNoRoomIn)
+			return
+		}
+		e.counts[cntPassedUp].Add(1)
+		r.pkts = append(r.pkts, inPacket{h: h, buf: buf, start: start})
+		return
 	}
-	sp, ev, err := Decapsulate(sa, &h, buf, start)
-	return e.settle(sa, sp, ev, err)
+	seq, err := decapBegin(sa, &h, buf)
+	if err != nil {
+		e.settle(sa, Span{}, 0, err)
+		return
+	}
+	r.pkts = append(r.pkts, inPacket{sa: sa, h: h, buf: buf, start: start, seq: seq})
+}
+
+func (r *Receiver) crypt(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		if p := &r.pkts[i]; p.sa != nil {
+			p.err = decapOpen(p.sa, &p.h, p.buf, p.seq)
+		}
+	}
+}
+
+// Flush opens the queued packets, finishes them in order and writes the
+// plaintext packets to the device.
+func (r *Receiver) Flush() {
+	e := r.e
+	e.cryptAll(r, len(r.pkts), &r.done)
+	var bytes uint64
+	for i := range r.pkts {
+		p := &r.pkts[i]
+		sp := Span{p.start, p.h.End}
+		if p.sa != nil {
+			var ev Event
+			err := p.err
+			if err == nil {
+				sp, ev, err = decapEnd(p.sa, &p.h, p.buf, p.start, p.seq)
+			}
+			if _, ok := e.settle(p.sa, sp, ev, err); !ok {
+				continue
+			}
+			if sp.Start < tunOffset {
+				e.drop(nil, ErrNoRoomIn)
+				continue
+			}
+		}
+		r.out = append(r.out, p.buf[sp.Start-tunOffset:sp.End])
+		bytes += uint64(sp.Len())
+	}
+	if len(r.out) > 0 {
+		if _, err := r.dev.Write(r.out, tunOffset); err != nil {
+			e.drop(nil, ErrDeviceWrite)
+		} else {
+			e.counts[cntInPackets].Add(uint64(len(r.out)))
+			e.counts[cntInBytes].Add(bytes)
+		}
+	}
+	clear(r.out)
+	clear(r.pkts)
+	r.out, r.pkts = r.out[:0], r.pkts[:0]
+	if r.locked {
+		e.inflight.RUnlock()
+		r.locked = false
+	}
 }
 
 // drop counts a dropped packet under its reason, globally and on its SA.

@@ -121,37 +121,64 @@ func Parse(buf []byte, start, end int) (Header, Kind, error) {
 // integrity check and decryption, replay window update, trailer checks,
 // then the selector check on the inner packet (RFC 4301 §5.2).
 func Decapsulate(sa *sadb.SA, h *Header, buf []byte, start int) (Span, Event, error) {
+	seq, err := decapBegin(sa, h, buf)
+	if err == nil {
+		err = decapOpen(sa, h, buf, seq)
+	}
+	if err != nil {
+		return Span{}, 0, err
+	}
+	return decapEnd(sa, h, buf, start, seq)
+}
+
+// decapBegin makes the checks that come before the cryptography: the SA
+// is alive and matches the packet's encapsulation, the packet is long
+// enough, and its sequence number passes the replay pre-check. It returns
+// the packet's full (extended) sequence number.
+func decapBegin(sa *sadb.SA, h *Header, buf []byte) (uint64, error) {
 	if !sa.Alive() {
 		if sa.HardExpired.Load() {
-			return Span{}, 0, ErrInExpired
+			return 0, ErrInExpired
 		}
-		return Span{}, 0, ErrSADead
+		return 0, ErrSADead
 	}
-	cfg := &sa.Config
-	if h.UDP != cfg.Encap.UDP {
-		return Span{}, 0, ErrEncapMismatch
+	if h.UDP != sa.Config.Encap.UDP {
+		return 0, ErrEncapMismatch
 	}
 	c := sa.Cipher
 	esp, end := h.ESP, h.End
-	ivLen, icvLen := c.IVLen(), c.ICVLen()
-	if end-esp < espHeader+ivLen+espTrailer+icvLen || esp < 16 {
-		return Span{}, 0, ErrMalformed
+	if end-esp < espHeader+c.IVLen()+espTrailer+c.ICVLen() || esp < 16 {
+		return 0, ErrMalformed
 	}
-
-	seqLow := binary.BigEndian.Uint32(buf[esp+4:])
-	seq, err := sa.In.Check(seqLow)
+	seq, err := sa.In.Check(binary.BigEndian.Uint32(buf[esp+4:]))
 	if err != nil {
-		return Span{}, 0, ErrReplay
+		return 0, ErrReplay
 	}
-	if err := c.Open(buf[:end], esp, seq); err != nil {
+	return seq, nil
+}
+
+// decapOpen verifies and decrypts the packet in place: the part of the
+// work that the engine's crypto workers can do in parallel.
+func decapOpen(sa *sadb.SA, h *Header, buf []byte, seq uint64) error {
+	if err := sa.Cipher.Open(buf[:h.End], h.ESP, seq); err != nil {
 		if errors.Is(err, algo.ErrLength) {
-			return Span{}, 0, ErrBadLength
+			return ErrBadLength
 		}
-		if cfg.Mode == sadb.Transport {
-			return Span{}, 0, ErrAuthTransport
+		if sa.Config.Mode == sadb.Transport {
+			return ErrAuthTransport
 		}
-		return Span{}, 0, ErrAuthTunnel
+		return ErrAuthTunnel
 	}
+	return nil
+}
+
+// decapEnd finishes a packet that decapOpen authenticated, in the order
+// packets arrived: the replay window update, the trailer checks, and the
+// selector check on the inner packet.
+func decapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, Event, error) {
+	cfg := &sa.Config
+	esp, end := h.ESP, h.End
+	ivLen, icvLen := sa.Cipher.IVLen(), sa.Cipher.ICVLen()
 	var ev Event
 	advanced, err := sa.In.Accept(seq)
 	if err != nil {

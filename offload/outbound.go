@@ -15,19 +15,53 @@ import (
 // source is written as the unspecified address, for the underlay to fill
 // in); in transport mode the packet keeps its own IP header.
 func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
+	p, ev, err := encapBegin(sa, buf, start, end)
+	if err != nil {
+		return Span{}, ev, err
+	}
+	p.seal(buf)
+	return p.Span, ev, nil
+}
+
+// sealJob is an outbound packet between encapBegin, which numbered it and
+// wrote its headers, and seal, which encrypts it: the part of the work
+// that the engine's crypto workers can do in parallel.
+type sealJob struct {
+	Span
+	sa  *sadb.SA
+	esp int    // offset of the ESP header
+	seq uint64 // the packet's full (extended) sequence number
+}
+
+// seal encrypts and authenticates the packet in place and completes the
+// one header field that covers the ciphertext: the IPv6 UDP checksum.
+func (p *sealJob) seal(buf []byte) {
+	buf = buf[:p.End]
+	p.sa.Cipher.Seal(buf, p.esp, p.seq)
+	if p.sa.Config.Encap.UDP && p.sa.Config.Dst.Is6() {
+		u := buf[p.esp-udpHeader:]
+		binary.BigEndian.PutUint16(u[6:], udp6Checksum(ipv6(buf[p.Start:]), u))
+	}
+}
+
+// encapBegin does everything Encapsulate does except the cryptography: it
+// checks the packet, takes the next sequence number, and writes the ESP
+// header and trailer and the outer headers. Sequence numbers are taken in
+// the order packets arrive here; seal may then run on any core.
+func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error) {
 	if !sa.Alive() {
 		if sa.HardExpired.Load() {
-			return Span{}, 0, ErrOutExpired
+			return sealJob{}, 0, ErrOutExpired
 		}
-		return Span{}, 0, ErrOutDead
+		return sealJob{}, 0, ErrOutDead
 	}
 	if start < 0 || end > len(buf) || end-start < ipv4MinHeader {
-		return Span{}, 0, ErrBadPlaintext
+		return sealJob{}, 0, ErrBadPlaintext
 	}
 	pkt := buf[start:end]
 	version := pkt[0] >> 4
 	if version != 4 && version != 6 || version == 6 && len(pkt) < ipv6Header {
-		return Span{}, 0, ErrBadPlaintext
+		return sealJob{}, 0, ErrBadPlaintext
 	}
 	c := sa.Cipher
 	cfg := &sa.Config
@@ -48,12 +82,12 @@ func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
 		}
 	} else {
 		if (version == 6) != outer6 {
-			return Span{}, 0, ErrFamilyMismatch
+			return sealJob{}, 0, ErrFamilyMismatch
 		}
 		var ok bool
 		hdrLen, nextOff, next, ok = transportHeader(pkt)
 		if !ok {
-			return Span{}, 0, ErrBadPlaintext
+			return sealJob{}, 0, ErrBadPlaintext
 		}
 	}
 	payload := end - (start + hdrLen)
@@ -73,12 +107,12 @@ func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
 		head += outerHdr
 	}
 	if start < head || cap(buf)-end < tail+tagSlack {
-		return Span{}, 0, ErrNoRoomOut
+		return sealJob{}, 0, ErrNoRoomOut
 	}
 
 	seq, warn, err := sa.Out.Next()
 	if err != nil {
-		return Span{}, 0, ErrSeqExhausted
+		return sealJob{}, 0, ErrSeqExhausted
 	}
 	var ev Event
 	if warn {
@@ -114,7 +148,6 @@ func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
 	}
 	t[padLen] = byte(padLen)
 	t[padLen+1] = next
-	c.Seal(buf, esp, seq)
 
 	// Outer headers.
 	total := newEnd - newStart
@@ -171,13 +204,10 @@ func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
 		binary.BigEndian.PutUint16(u[0:], cfg.Encap.SrcPort)
 		binary.BigEndian.PutUint16(u[2:], cfg.Encap.DstPort)
 		binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-		binary.BigEndian.PutUint16(u[6:], 0) // IPv4: no checksum (RFC 3948 §2.1)
-		if outer6 {
-			binary.BigEndian.PutUint16(u[6:], udp6Checksum(ipv6(buf[newStart:]), u))
-		}
+		binary.BigEndian.PutUint16(u[6:], 0) // IPv4: no checksum (RFC 3948 §2.1); IPv6: seal fills it in
 	}
 	ev |= account(sa, payload)
-	return Span{newStart, newEnd}, ev, nil
+	return sealJob{Span{newStart, newEnd}, sa, esp, seq}, ev, nil
 }
 
 // tagSlack is spare capacity after the ICV that ciphers with a truncated

@@ -480,8 +480,8 @@ func TestUpdateESN(t *testing.T) {
 	if err := tab.UpdateESN(o, 1000, 5); err != nil {
 		t.Fatalf("forward: %v", err)
 	}
-	if seq, _, _ := tab.Get(o).Out.Next(); seq != 5<<32 {
-		t.Errorf("after UpdateESN(5) next %#x, want 5<<32", seq)
+	if seq, _, _ := tab.Get(o).Out.Next(); seq != 5<<32|8 {
+		t.Errorf("after UpdateESN(5) next %#x, want 5<<32|8 (new high bits, the low ones go on)", seq)
 	}
 	if err := tab.UpdateESN(in, 1000, 9); err != nil {
 		t.Fatalf("inbound: %v", err)

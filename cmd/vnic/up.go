@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ type upConfig struct {
 	capacity     int
 	replayWindow int
 	passUnknown  bool
+	workers      int
 	logLevel     string
 	cpuProfile   string
 }
@@ -87,6 +89,7 @@ func parseUp(args []string) (*upConfig, error) {
 	fs.IntVar(&c.capacity, "capacity", 1024, "SaOffloadCapacity: how many SAs the device holds")
 	fs.IntVar(&c.replayWindow, "replay-window", 64, "replay window for inbound SAs that do not give one")
 	fs.BoolVar(&c.passUnknown, "pass-unknown-spi", false, "pass ESP with no inbound SA up to the device unprocessed (NDIS behaviour) instead of dropping it")
+	fs.IntVar(&c.workers, "crypto-workers", runtime.GOMAXPROCS(0), "goroutines that encrypt and decrypt batches in parallel with the packet loops (0: each loop does its own)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon's life to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
@@ -106,6 +109,9 @@ func parseUp(args []string) (*upConfig, error) {
 	}
 	if c.replayWindow != 0 && (c.replayWindow < esn.MinWindow || c.replayWindow > esn.MaxWindow) {
 		return nil, fmt.Errorf("vnic up: -replay-window must be 0 or %d to %d, got %d", esn.MinWindow, esn.MaxWindow, c.replayWindow)
+	}
+	if c.workers < 0 {
+		return nil, fmt.Errorf("vnic up: -crypto-workers must be 0 or more, got %d", c.workers)
 	}
 	if c.socket == "" {
 		c.socket = "/run/vnic/" + c.name + ".sock"
@@ -185,7 +191,8 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 
 	d := &daemon{cfg: cfg, table: sadb.New(cfg.capacity), bus: &event.Bus{}, gen: newGeneration()}
 	d.table.DefaultReplayWindow = cfg.replayWindow
-	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{MTU: cfg.mtu, PassUnknownSPI: cfg.passUnknown})
+	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{MTU: cfg.mtu,
+		PassUnknownSPI: cfg.passUnknown, CryptoWorkers: cfg.workers})
 
 	log.Info("vnic up", "device", cfg.name, "mtu", cfg.mtu, "underlay", cfg.underlay, "udp_port", cfg.udpPort,
 		"socket", cfg.socket, "capacity", cfg.capacity, "generation", d.gen)
@@ -208,6 +215,7 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	goRun(func() error { return d.engine.RunOutbound(ctx, dev, ul) })
 	goRun(func() error { ul.Run(ctx, log, d.receive(dev)); return nil })
 	goRun(func() error { d.engine.RunTimers(ctx); return nil })
+	goRun(func() error { d.engine.RunCrypto(ctx); return nil })
 
 	<-ctx.Done()
 	// Unblock the device read, then wait for every loop.

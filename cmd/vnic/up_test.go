@@ -1,0 +1,44 @@
+package main
+
+import (
+	"net/netip"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestParseUp: the daemon's flags, their defaults, and a clear refusal
+// for each bad value.
+func TestParseUp(t *testing.T) {
+	c, err := parseUp([]string{"-underlay", "192.0.2.1,2001:db8::1", "-addr", "10.0.0.1/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.name != "vnic0" || c.socket != "/run/vnic/vnic0.sock" || c.udpPort != 4500 || c.capacity != 1024 ||
+		c.replayWindow != 64 || c.workers != runtime.GOMAXPROCS(0) || c.mtu != 0 {
+		t.Errorf("defaults: %+v", c)
+	}
+	if len(c.underlay) != 2 || c.underlay[1] != netip.MustParseAddr("2001:db8::1") || c.addrs[0] != netip.MustParsePrefix("10.0.0.1/24") {
+		t.Errorf("addresses: %v %v", c.underlay, c.addrs)
+	}
+	if c, err := parseUp([]string{"-underlay", "192.0.2.1", "-name", "vnic3", "-crypto-workers", "0"}); err != nil || c.socket != "/run/vnic/vnic3.sock" || c.workers != 0 {
+		t.Errorf("-name vnic3 -crypto-workers 0: %+v, %v", c, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "-underlay"},
+		{[]string{"-underlay", "nope"}, "expected an IP address"},
+		{[]string{"-underlay", "192.0.2.1", "-addr", "10.0.0.1"}, "prefix length"},
+		{[]string{"-underlay", "192.0.2.1", "-udp-port", "70000"}, "not a port"},
+		{[]string{"-underlay", "192.0.2.1", "-capacity", "0"}, "-capacity"},
+		{[]string{"-underlay", "192.0.2.1", "-replay-window", "8"}, "-replay-window"},
+		{[]string{"-underlay", "192.0.2.1", "-crypto-workers", "-1"}, "-crypto-workers"},
+		{[]string{"-underlay", "192.0.2.1", "extra"}, "unexpected argument"},
+	} {
+		if _, err := parseUp(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one that mentions %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,414 @@
+package offload
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"vnic/algo"
+	"vnic/event"
+	"vnic/sadb"
+)
+
+// batchTUN is a device whose reads return whole batches, as vnic0 does
+// with its offloads on, and whose writes are kept in order.
+type batchTUN struct {
+	in  chan [][]byte
+	mu  sync.Mutex
+	got [][]byte
+}
+
+func newBatchTUN() *batchTUN { return &batchTUN{in: make(chan [][]byte)} }
+
+func (d *batchTUN) BatchSize() int { return 128 }
+
+func (d *batchTUN) Read(bufs [][]byte, sizes []int, off int) (int, error) {
+	b, ok := <-d.in
+	if !ok {
+		return 0, os.ErrClosed
+	}
+	for i, p := range b {
+		sizes[i] = copy(bufs[i][off:], p)
+	}
+	return len(b), nil
+}
+
+func (d *batchTUN) Write(bufs [][]byte, off int) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, b := range bufs {
+		d.got = append(d.got, bytes.Clone(b[off:]))
+	}
+	return len(bufs), nil
+}
+
+func (d *batchTUN) received() [][]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.got
+}
+
+// wireRecord is what the underlay saw of one ESP packet: its SPI, the low
+// 32 bits of its sequence number and its IV (8 bytes).
+type wireRecord struct {
+	spi, seq uint32
+	iv       uint64
+}
+
+// recordingWire keeps a record of every packet sent, in order, and hands
+// each batch to a receiver, as a lossless underlay would.
+type recordingWire struct {
+	rx  *Receiver
+	mu  sync.Mutex
+	log []wireRecord
+}
+
+func (w *recordingWire) SendBatch(pkts [][]byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, pkt := range pkts {
+		buf := make([]byte, 128+len(pkt)+64)
+		copy(buf[128:], pkt)
+		h, _, err := Parse(buf, 128, 128+len(pkt))
+		if err != nil {
+			return err
+		}
+		w.log = append(w.log, wireRecord{binary.BigEndian.Uint32(buf[h.ESP:]),
+			binary.BigEndian.Uint32(buf[h.ESP+4:]), binary.BigEndian.Uint64(buf[h.ESP+8:])})
+		w.rx.Add(buf, 128, 128+len(pkt))
+	}
+	w.rx.Flush()
+	return nil
+}
+
+func (w *recordingWire) records() []wireRecord {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.log
+}
+
+// parallelPeer is an engine with crypto workers running.
+func parallelPeer(ctx context.Context, workers int) *peer {
+	p := &peer{table: sadb.New(16), bus: &event.Bus{}}
+	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Options{MTU: 1420, CryptoEventInterval: time.Hour, CryptoWorkers: workers})
+	go p.engine.RunCrypto(ctx)
+	return p
+}
+
+// flowPacket is packet i of flow f: a UDP packet to 10.2.0.(f+1) whose
+// payload starts with the flow and the index.
+func flowPacket(f, i int, size int) []byte {
+	buf := make([]byte, 2048)
+	end := udpPacket(buf, 0, in4a, netip.AddrFrom4([4]byte{10, 2, 0, byte(f + 1)}), 1000, 2000, size)
+	binary.BigEndian.PutUint32(buf[28:], uint32(f))
+	binary.BigEndian.PutUint32(buf[32:], uint32(i))
+	return buf[:end]
+}
+
+// TestParallelKeepsOrderAndNumbers sends thousands of packets of three SAs
+// (three algorithms, one with ESN crossing 2^32 and an UPDATE_SA on the
+// way) through two engines whose crypto workers seal and open batches in
+// parallel. It checks what parallel crypto must not break: every SA's
+// sequence numbers leave strictly increasing and no IV (the nonce) is ever
+// used twice, and every packet reaches the peer's device intact and in the
+// order it was sent, with nothing dropped.
+func TestParallelKeepsOrderAndNumbers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := parallelPeer(ctx, 4), parallelPeer(ctx, 4)
+	devA, devB := newBatchTUN(), newBatchTUN()
+	defer close(devA.in)
+	specs := []algo.Spec{allSpecs()["gcm128"], allSpecs()["chacha"], allSpecs()["cbc256-sha512"]}
+	specs[0].ESN = true
+	var esnOut, esnIn sadb.Handle
+	for f, spec := range specs {
+		cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: uint32(0x100 + f), Algo: spec,
+			Selectors: []sadb.Selector{{Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, 0, byte(f + 1)}), 32)}}}
+		out, in := cfg, cfg
+		out.Direction, in.Direction, in.ReplayWindow = sadb.Outbound, sadb.Inbound, 1024
+		if spec.ESN {
+			out.InitialSeq, in.InitialSeq = 1<<32-3000, 1<<32-3001
+		}
+		ho, hi := mustAdd(t, a.table, out)[0], mustAdd(t, b.table, in)[0]
+		if spec.ESN {
+			esnOut, esnIn = ho, hi
+		}
+	}
+	w := &recordingWire{rx: b.engine.NewReceiver(devB)}
+	go a.engine.RunOutbound(ctx, devA, w)
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	var want [][]byte
+	next := make([]int, len(specs))
+	send := func(n int) {
+		for sent := 0; sent < n; {
+			batch := make([][]byte, min(1+rng.IntN(128), n-sent))
+			for i := range batch {
+				f := rng.IntN(len(specs))
+				batch[i] = flowPacket(f, next[f], 64+rng.IntN(1300))
+				next[f]++
+				want = append(want, batch[i])
+			}
+			devA.in <- batch
+			sent += len(batch)
+		}
+		waitFor(t, func() bool { return len(devB.received()) == len(want) })
+	}
+	send(6000)
+	// UPDATE_SA between two bursts, as a host does it: both ends.
+	for _, u := range []struct {
+		tab *sadb.Table
+		h   sadb.Handle
+	}{{a.table, esnOut}, {b.table, esnIn}} {
+		if err := u.tab.UpdateESN(u.h, 0x100, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(6000)
+
+	got := devB.received()
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("packet %d arrived as\n%x\nwant\n%x", i, got[i], want[i])
+		}
+	}
+	for _, p := range []*peer{a, b} {
+		for name, n := range p.engine.Stats() {
+			if n != 0 && name != "InPackets" && name != "InBytes" && name != "OutPackets" && name != "OutBytes" {
+				t.Errorf("counter %s = %d, want 0", name, n)
+			}
+		}
+	}
+
+	// Per SA: increasing numbers (the ESN SA's low bits start again at 0
+	// once, at 2^32; the UPDATE_SA keeps them), distinct IVs.
+	recs := w.records()
+	if len(recs) != len(want) {
+		t.Fatalf("%d packets on the wire, want %d", len(recs), len(want))
+	}
+	last := map[uint32]uint64{}
+	high := map[uint32]uint64{}
+	ivs := map[uint32]map[uint64]bool{}
+	resets := 0
+	for i, r := range recs {
+		if ivs[r.spi] == nil {
+			ivs[r.spi] = map[uint64]bool{}
+		}
+		if ivs[r.spi][r.iv] {
+			t.Fatalf("packet %d: SPI 0x%x used IV %016x twice", i, r.spi, r.iv)
+		}
+		ivs[r.spi][r.iv] = true
+		full := high[r.spi] | uint64(r.seq)
+		if prev, ok := last[r.spi]; ok && full <= prev {
+			if r.spi != 0x100 || r.seq != 0 {
+				t.Fatalf("packet %d: SPI 0x%x sent number %d after %d", i, r.spi, full, prev)
+			}
+			resets++
+			high[r.spi] += 1 << 32
+			full = high[r.spi]
+		}
+		last[r.spi] = full
+	}
+	if resets != 1 {
+		t.Errorf("the ESN SA's low bits started again %d times, want once (at 2^32)", resets)
+	}
+	if got := a.table.Get(esnOut).Counters.Packets.Load(); got != uint64(len(ivs[0x100])) {
+		t.Errorf("ESN SA counted %d packets, the wire saw %d", got, len(ivs[0x100]))
+	}
+}
+
+// TestConcurrentEncapsulateNumbersUnique has many goroutines protect
+// packets with one SA at once: every number from the first up is used
+// exactly once, and no IV repeats.
+func TestConcurrentEncapsulateNumbersUnique(t *testing.T) {
+	out, _ := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x200, Algo: gcm128()})
+	const goroutines, each = 8, 2000
+	seqs := make([][]uint32, goroutines)
+	ivs := make([][]uint64, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := newBuf()
+			for range each {
+				end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 100)
+				sp, _, err := Encapsulate(out, buf, Headroom, end)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				esp := sp.Start + ipv4MinHeader
+				seqs[g] = append(seqs[g], binary.BigEndian.Uint32(buf[esp+4:]))
+				ivs[g] = append(ivs[g], binary.BigEndian.Uint64(buf[esp+8:]))
+			}
+		}()
+	}
+	wg.Wait()
+	seen := make([]bool, goroutines*each+1)
+	ivSeen := map[uint64]bool{}
+	for g := range goroutines {
+		for i, s := range seqs[g] {
+			if s == 0 || int(s) > goroutines*each || seen[s] {
+				t.Fatalf("number %d handed out twice or out of range", s)
+			}
+			if i > 0 && s <= seqs[g][i-1] {
+				t.Fatalf("goroutine %d got %d after %d", g, s, seqs[g][i-1])
+			}
+			seen[s] = true
+			if ivSeen[ivs[g][i]] {
+				t.Fatalf("IV %016x used twice", ivs[g][i])
+			}
+			ivSeen[ivs[g][i]] = true
+		}
+	}
+}
+
+// TestParallelExhaustion runs an SA into its last sequence number with
+// crypto workers on: each remaining number goes out once, in order, and
+// every packet beyond is dropped and counted, never sent.
+func TestParallelExhaustion(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := parallelPeer(ctx, 4), parallelPeer(ctx, 4)
+	devA, devB := newBatchTUN(), newBatchTUN()
+	defer close(devA.in)
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x300, Algo: gcm128(), InitialSeq: 1<<32 - 50}
+	out, in := cfg, cfg
+	out.Direction, in.Direction, in.ReplayWindow, in.InitialSeq = sadb.Outbound, sadb.Inbound, 64, 1<<32-51
+	mustAdd(t, a.table, out)
+	mustAdd(t, b.table, in)
+	w := &recordingWire{rx: b.engine.NewReceiver(devB)}
+	go a.engine.RunOutbound(ctx, devA, w)
+	for range 2 {
+		batch := make([][]byte, 100)
+		for i := range batch {
+			batch[i] = flowPacket(1, i, 200)
+		}
+		devA.in <- batch
+	}
+	waitFor(t, func() bool { return a.engine.Stats()["XfrmOutStateSeqError"] == 150 })
+	recs := w.records()
+	if len(recs) != 50 {
+		t.Fatalf("%d packets sent, want the 50 numbers left", len(recs))
+	}
+	for i, r := range recs {
+		if want := uint32(1<<32 - 50 + i); r.seq != want {
+			t.Fatalf("packet %d has number %d, want %d", i, r.seq, want)
+		}
+	}
+	if got := len(devB.received()); got != 50 {
+		t.Errorf("peer received %d packets, want 50", got)
+	}
+	if st := a.engine.Stats(); st["OutPackets"] != 50 {
+		t.Errorf("OutPackets %d, want 50", st["OutPackets"])
+	}
+}
+
+// TestCryptAllWithoutWorkers: a loop whose engine has workers configured
+// but not running still finishes every batch (it runs the ranges it handed
+// over itself), so a stopping engine never hangs.
+func TestCryptAllWithoutWorkers(t *testing.T) {
+	e := NewEngine(sadb.New(1), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoWorkers: 3})
+	b := &countBatch{n: make([]int, 100)}
+	var wg sync.WaitGroup
+	e.cryptAll(b, len(b.n), &wg)
+	for i, n := range b.n {
+		if n != 1 {
+			t.Fatalf("packet %d processed %d times", i, n)
+		}
+	}
+}
+
+// countBatch counts how often each packet's cryptography ran.
+type countBatch struct{ n []int }
+
+func (b *countBatch) crypt(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		b.n[i]++
+	}
+}
+
+// nullTUN is a device that takes every write and reads nothing.
+type nullTUN struct{}
+
+func (nullTUN) BatchSize() int                          { return 128 }
+func (nullTUN) Read([][]byte, []int, int) (int, error)  { return 0, os.ErrClosed }
+func (nullTUN) Write(bufs [][]byte, _ int) (int, error) { return len(bufs), nil }
+
+// TestEngineBatchNoAllocs: the loops' batch work, with crypto workers
+// sharing it, allocates nothing per batch: numbering and sealing a batch
+// of 64 packets, and opening, finishing and writing one.
+func TestEngineBatchNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := parallelPeer(ctx, 2), parallelPeer(ctx, 2)
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x400, Algo: gcm128()}
+	out, in := cfg, cfg
+	out.Direction, in.Direction, in.ReplayWindow = sadb.Outbound, sadb.Inbound, 4096
+	mustAdd(t, a.table, out)
+	mustAdd(t, b.table, in)
+
+	const batch, runs = 64, 100
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, Headroom+1500+Tailroom)
+	}
+	ob := &outBatch{jobs: make([]sealJob, 0, batch), bufs: make([][]byte, 0, batch)}
+	var sealed [][]byte // every packet sealed, for the inbound half
+	n := testing.AllocsPerRun(runs, func() {
+		ob.jobs, ob.bufs = ob.jobs[:0], ob.bufs[:0]
+		for _, buf := range bufs {
+			end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 1300)
+			if j, ok := a.engine.outbound(buf, Headroom, end); ok {
+				ob.jobs = append(ob.jobs, j)
+				ob.bufs = append(ob.bufs, buf)
+			}
+		}
+		a.engine.cryptAll(ob, len(ob.jobs), &ob.done)
+		if len(ob.jobs) != batch {
+			t.Fatalf("%d of %d packets sealed", len(ob.jobs), batch)
+		}
+	})
+	if n != 0 {
+		t.Errorf("sealing a batch: %v allocations, want 0", n)
+	}
+	for range runs + 1 {
+		for _, buf := range bufs {
+			end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 1300)
+			sp, _, err := Encapsulate(a.table.Get(1), buf, Headroom, end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sealed = append(sealed, append(make([]byte, 128, 128+sp.Len()+64), buf[sp.Start:sp.End]...))
+		}
+	}
+	rx := b.engine.NewReceiver(nullTUN{})
+	k := 0
+	n = testing.AllocsPerRun(runs, func() {
+		for range batch {
+			p := sealed[k]
+			k++
+			rx.Add(p[:cap(p)], 128, len(p))
+		}
+		rx.Flush()
+	})
+	if n != 0 {
+		t.Errorf("opening a batch: %v allocations, want 0", n)
+	}
+	if got, want := b.engine.Stats()["InPackets"], uint64((runs+1)*batch); got != want {
+		t.Errorf("%d packets delivered, want %d", got, want)
+	}
+}
