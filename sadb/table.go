@@ -40,6 +40,7 @@ import (
 
 	"vnic/algo"
 	"vnic/esn"
+	"vnic/keyhist"
 	"vnic/ndis"
 )
 
@@ -73,6 +74,13 @@ type Table struct {
 	// DefaultReplayWindow is the window of an inbound SA whose Config
 	// gives none (ReplayWindow 0). Set it before the first Add.
 	DefaultReplayWindow int
+
+	// Keys, when set, is asked before an outbound SA is added: Use
+	// records the SA's keys, or refuses keys an outbound SA used before
+	// (keyhist.History; nonces would repeat). Set it before the first Add.
+	Keys interface {
+		Use(encKey, authKey []byte) error
+	}
 
 	// Quiesce, when set, is called by Delete after the deleted SAs became
 	// unreachable and before their keys are wiped: the engine sets it to
@@ -263,6 +271,17 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 		ciph.Wipe()
 		wipeKeys(sa)
 		return nil, ndis.Errorf(ndis.StatusResources, "device full: SaOffloadCapacity %d reached", t.capacity)
+	}
+	if c.Direction == Outbound && t.Keys != nil {
+		if err := t.Keys.Use(sa.Config.Algo.EncryptionKey, sa.Config.Algo.AuthenticationKey); err != nil {
+			ciph.Wipe()
+			wipeKeys(sa)
+			st := ndis.StatusFailure
+			if errors.Is(err, keyhist.ErrReused) {
+				st = ndis.StatusInvalidParameter
+			}
+			return nil, ndis.Errorf(st, "%v", err)
+		}
 	}
 
 	t.last++

@@ -21,6 +21,7 @@ import (
 
 	"vnic/esn"
 	"vnic/event"
+	"vnic/keyhist"
 	"vnic/ndis"
 	"vnic/offload"
 	"vnic/oid"
@@ -39,6 +40,7 @@ type upConfig struct {
 	underlayDev  string
 	udpPort      uint
 	socket       string
+	keyHistory   string
 	capacity     int
 	replayWindow int
 	passUnknown  bool
@@ -86,6 +88,7 @@ func parseUp(args []string) (*upConfig, error) {
 	fs.StringVar(&c.underlayDev, "underlay-dev", "", "underlay interface (default: the one holding the underlay address)")
 	fs.UintVar(&c.udpPort, "udp-port", 4500, "local ESP-in-UDP port")
 	fs.StringVar(&c.socket, "socket", "", "OID channel socket (default /run/vnic/NAME.sock)")
+	fs.StringVar(&c.keyHistory, "key-history", "", "file that remembers the keys outbound SAs used, so that none is used twice, across restarts too (default: the socket's path with .keys for .sock)")
 	fs.IntVar(&c.capacity, "capacity", 1024, "SaOffloadCapacity: how many SAs the device holds")
 	fs.IntVar(&c.replayWindow, "replay-window", 64, "replay window for inbound SAs that do not give one")
 	fs.BoolVar(&c.passUnknown, "pass-unknown-spi", false, "pass ESP with no inbound SA up to the device unprocessed (NDIS behaviour) instead of dropping it")
@@ -115,6 +118,9 @@ func parseUp(args []string) (*upConfig, error) {
 	}
 	if c.socket == "" {
 		c.socket = "/run/vnic/" + c.name + ".sock"
+	}
+	if c.keyHistory == "" {
+		c.keyHistory = strings.TrimSuffix(c.socket, ".sock") + ".keys"
 	}
 	return c, nil
 }
@@ -189,8 +195,15 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	defer dev.Close()
 
+	keys, err := keyhist.Open(cfg.keyHistory, 0)
+	if err != nil {
+		return err
+	}
+	defer keys.Close()
+
 	d := &daemon{cfg: cfg, table: sadb.New(cfg.capacity), bus: &event.Bus{}, gen: newGeneration()}
 	d.table.DefaultReplayWindow = cfg.replayWindow
+	d.table.Keys = keys
 	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{MTU: cfg.mtu,
 		PassUnknownSPI: cfg.passUnknown, CryptoWorkers: cfg.workers})
 

@@ -15,13 +15,14 @@ func TestParseUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.name != "vnic0" || c.socket != "/run/vnic/vnic0.sock" || c.udpPort != 4500 || c.capacity != 1024 ||
-		c.replayWindow != 64 || c.workers != runtime.GOMAXPROCS(0) || c.mtu != 0 {
+		c.replayWindow != 64 || c.workers != runtime.GOMAXPROCS(0) || c.mtu != 0 || c.keyHistory != "/run/vnic/vnic0.keys" {
 		t.Errorf("defaults: %+v", c)
 	}
 	if len(c.underlay) != 2 || c.underlay[1] != netip.MustParseAddr("2001:db8::1") || c.addrs[0] != netip.MustParsePrefix("10.0.0.1/24") {
 		t.Errorf("addresses: %v %v", c.underlay, c.addrs)
 	}
-	if c, err := parseUp([]string{"-underlay", "192.0.2.1", "-name", "vnic3", "-crypto-workers", "0"}); err != nil || c.socket != "/run/vnic/vnic3.sock" || c.workers != 0 {
+	if c, err := parseUp([]string{"-underlay", "192.0.2.1", "-name", "vnic3", "-crypto-workers", "0"}); err != nil ||
+		c.socket != "/run/vnic/vnic3.sock" || c.keyHistory != "/run/vnic/vnic3.keys" || c.workers != 0 {
 		t.Errorf("-name vnic3 -crypto-workers 0: %+v, %v", c, err)
 	}
 	for _, tc := range []struct {
