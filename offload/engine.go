@@ -2,6 +2,7 @@ package offload
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"sync"
@@ -167,13 +168,16 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 		}
 		if len(out) > 0 {
 			if err := wire.SendBatch(out); err != nil {
-				e.counts[cntSendErrors].Add(1)
+				// Part of the batch may have gone: the socket does not
+				// say which, so the whole batch counts as failed.
+				e.counts[cntSendErrors].Add(uint64(len(out)))
+			} else {
+				e.counts[cntOutPackets].Add(uint64(len(out)))
+				e.counts[cntOutBytes].Add(bytes)
 			}
 		}
 		e.inflight.RUnlock()
 		clear(b.jobs) // let deleted SAs go
-		e.counts[cntOutPackets].Add(uint64(len(out)))
-		e.counts[cntOutBytes].Add(bytes)
 	}
 }
 
@@ -284,6 +288,7 @@ func (r *Receiver) Add(buf []byte, start, end int) {
 			return
 		}
 		e.counts[cntPassedUp].Add(1)
+		fixChecksums(buf[start:h.End], &h)
 		r.pkts = append(r.pkts, inPacket{h: h, buf: buf, start: start})
 		return
 	}
@@ -293,6 +298,22 @@ func (r *Receiver) Add(buf []byte, start, end int) {
 		return
 	}
 	r.pkts = append(r.pkts, inPacket{sa: sa, h: h, buf: buf, start: start, seq: seq})
+}
+
+// fixChecksums makes the checksums of an underlay packet passed up to the
+// device valid: the underlay rebuilds the outer headers of ESP-in-UDP
+// without them (the kernel checked them on receipt), and the kernel would
+// drop such a packet.
+func fixChecksums(pkt []byte, h *Header) {
+	if pkt[0]>>4 == 4 {
+		ipv4(pkt).setChecksum()
+		return
+	}
+	if h.UDP {
+		u := pkt[h.ipHdr:]
+		binary.BigEndian.PutUint16(u[6:], 0)
+		binary.BigEndian.PutUint16(u[6:], udp6Checksum(ipv6(pkt), u))
+	}
 }
 
 func (r *Receiver) crypt(lo, hi int) {
@@ -331,7 +352,7 @@ func (r *Receiver) Flush() {
 	}
 	if len(r.out) > 0 {
 		if _, err := r.dev.Write(r.out, tunOffset); err != nil {
-			e.drop(nil, ErrDeviceWrite)
+			e.dropN(ErrDeviceWrite, uint64(len(r.out)))
 		} else {
 			e.counts[cntInPackets].Add(uint64(len(r.out)))
 			e.counts[cntInBytes].Add(bytes)
@@ -344,6 +365,11 @@ func (r *Receiver) Flush() {
 		e.inflight.RUnlock()
 		r.locked = false
 	}
+}
+
+// dropN counts n packets dropped for a reason that is not an SA's.
+func (e *Engine) dropN(oe *Error, n uint64) {
+	e.drops[oe.Reason].Add(n)
 }
 
 // drop counts a dropped packet under its reason, globally and on its SA.

@@ -412,3 +412,41 @@ func TestEngineBatchNoAllocs(t *testing.T) {
 		t.Errorf("%d packets delivered, want %d", got, want)
 	}
 }
+
+// TestPassUpFixesChecksums: with PassUnknownSPI, ESP-in-UDP for an unknown
+// SPI reaches the device with valid checksums (the underlay rebuilds its
+// headers without them), so that the kernel takes it.
+func TestPassUpFixesChecksums(t *testing.T) {
+	e := NewEngine(sadb.New(1), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{PassUnknownSPI: true})
+	dev := newBatchTUN()
+	rx := e.NewReceiver(dev)
+	for _, tc := range []struct{ src, dst netip.Addr }{{v4a, v4b}, {v6a, v6b}} {
+		buf := make([]byte, 2048)
+		end := udpPacket(buf, 128, tc.src, tc.dst, 4500, 4500, 40)
+		l4 := 128 + 20
+		if tc.src.Is6() {
+			l4 = 128 + 40
+		}
+		binary.BigEndian.PutUint32(buf[l4+8:], 0x0badbeef) // the SPI
+		if tc.src.Is4() {
+			binary.BigEndian.PutUint16(buf[128+10:], 0) // as the underlay rebuilds it
+		}
+		rx.Add(buf, 128, end)
+		rx.Flush()
+		got := dev.received()
+		if len(got) == 0 {
+			t.Fatalf("%v: not passed up", tc.src)
+		}
+		p := got[len(got)-1]
+		if tc.src.Is4() {
+			if fold(sum(p[:20], 0)) != 0xffff {
+				t.Errorf("IPv4 header checksum invalid: %x", p[:20])
+			}
+		} else if c := fold(sum(p[8:40], uint64(len(p)-40)+protoUDP+sum(p[40:], 0))); c != 0xffff {
+			t.Errorf("IPv6 UDP checksum invalid (%04x): %x", c, p[40:48])
+		}
+	}
+	if n := e.Stats()["VnicInPassedUp"]; n != 2 {
+		t.Errorf("VnicInPassedUp %d, want 2", n)
+	}
+}
