@@ -22,6 +22,11 @@ func (r *fuzzReader) u8() uint8 {
 
 func (r *fuzzReader) u16() uint16 { return uint16(r.u8())<<8 | uint16(r.u8()) }
 
+// spi returns an SPI from 250 to 265: six reserved ones (below 256), ten
+// valid ones. The sum is taken in 32 bits: in 8 bits 250+6 wraps to 0,
+// and every SPI would be reserved, so that no SA was ever added.
+func (r *fuzzReader) spi() uint32 { return 250 + uint32(r.u8()%16) }
+
 func (r *fuzzReader) addr() netip.Addr {
 	switch r.u8() % 6 {
 	case 0:
@@ -49,9 +54,11 @@ func (r *fuzzReader) prefix() netip.Prefix {
 	return netip.PrefixFrom(a, bits) // possibly unmasked or invalid
 }
 
-// FuzzTable drives a table with operations decoded from the input and
-// checks that nothing panics and that the lookups agree with the
-// brute-force reference.
+// FuzzTable drives a table with operations decoded from the input (see
+// fuzzReader and the cases below) and checks that nothing panics, that
+// every Add element gets a handle or an error, that the lookups agree with
+// the brute-force reference, and that checkFuzzTable holds after every
+// operation. Seeds: testdata/fuzz/FuzzTable.
 func FuzzTable(f *testing.F) {
 	f.Add([]byte{0, 1, 1, 1, 2, 3, 0, 0, 4, 4, 1, 2, 3, 4})
 	f.Add([]byte("\x00\x00\x00\x01\x01\x01\x05\x00\x00\x00\x04\x00\x00\x01\x01\x02\x02"))
@@ -66,7 +73,7 @@ func FuzzTable(f *testing.F) {
 				for n := r.u8() % 4; n > 0; n-- {
 					c := Config{
 						Direction: Direction(r.u8() % 3), Mode: Mode(r.u8() % 3),
-						Src: r.addr(), Dst: r.addr(), SPI: uint32(250 + r.u8()%16),
+						Src: r.addr(), Dst: r.addr(), SPI: r.spi(),
 						Encap: Encap{UDP: r.u8()%2 == 0, SrcPort: r.u16() % 3, DstPort: r.u16() % 3},
 						Algo:  gcm128(), SeqHigh: uint32(r.u8() % 3), ReplayWindow: []int{0, 16, 32, 64, -1}[r.u8()%5],
 						InitialSeq: uint64(r.u8()%3) << (r.u8() % 40), Pair: Handle(r.u8() % 12),
@@ -92,9 +99,9 @@ func FuzzTable(f *testing.F) {
 			case 1:
 				tab.Delete([]Handle{Handle(r.u8() % 12), Handle(r.u8() % 12)})
 			case 2:
-				_ = tab.UpdateESN(Handle(r.u8()%12), uint32(250+r.u8()%16), uint32(r.u8()%4))
+				_ = tab.UpdateESN(Handle(r.u8()%12), r.spi(), uint32(r.u8()%4))
 			case 3:
-				spi, dst := uint32(250+r.u8()%16), r.addr()
+				spi, dst := r.spi(), r.addr()
 				if sa := tab.LookupInbound(spi, dst); sa != nil && (sa.Config.SPI != spi || sa.Config.Direction != Inbound || !sa.Alive()) {
 					t.Fatalf("LookupInbound(%d, %v) = SA %d with SPI %d", spi, dst, sa.Handle, sa.Config.SPI)
 				}
@@ -104,9 +111,50 @@ func FuzzTable(f *testing.F) {
 					t.Fatalf("LookupOutbound(%+v) = %v, reference %v", f, handleOf(got), handleOf(want))
 				}
 			}
-			if n := len(tab.List()); n != tab.Len() || n > tab.Capacity() {
-				t.Fatalf("List has %d, Len %d, Capacity %d", n, tab.Len(), tab.Capacity())
-			}
+			checkFuzzTable(t, tab)
 		}
 	})
+}
+
+// checkFuzzTable fails t unless the table's invariants hold: no more SAs
+// than its capacity, List in handle order and agreeing with Len and Get,
+// every listed SA alive, and every pairing mutual, between opposite
+// directions and with an SA still held.
+func checkFuzzTable(t *testing.T, tab *Table) {
+	t.Helper()
+	list := tab.List()
+	if len(list) != tab.Len() || len(list) > tab.Capacity() {
+		t.Fatalf("List has %d, Len %d, Capacity %d", len(list), tab.Len(), tab.Capacity())
+	}
+	for i, sa := range list {
+		switch {
+		case i > 0 && sa.Handle <= list[i-1].Handle:
+			t.Fatalf("List is not in handle order: %d after %d", sa.Handle, list[i-1].Handle)
+		case tab.Get(sa.Handle) != sa:
+			t.Fatalf("SA %d is listed but Get does not return it", sa.Handle)
+		case !sa.Alive():
+			t.Fatalf("SA %d is listed but dead", sa.Handle)
+		}
+		if p := tab.Paired(sa); p != nil && (tab.Get(p.Handle) != p || tab.Paired(p) != sa || p.Config.Direction == sa.Config.Direction) {
+			t.Fatalf("SA %d is paired with SA %d, which is gone, not paired back or of the same direction", sa.Handle, p.Handle)
+		}
+	}
+}
+
+// TestFuzzReaderSPI keeps FuzzTable from going vacuous again: its SPIs
+// once summed in 8 bits, all came out reserved (below 256), and no input
+// ever added an SA. Every SPI from 250 to 265 must be reachable.
+func TestFuzzReaderSPI(t *testing.T) {
+	seen := map[uint32]bool{}
+	for b := range 256 {
+		seen[(&fuzzReader{[]byte{byte(b)}}).spi()] = true
+	}
+	for spi := uint32(250); spi <= 265; spi++ {
+		if !seen[spi] {
+			t.Errorf("fuzzReader.spi never returns %d", spi)
+		}
+	}
+	if len(seen) != 16 {
+		t.Errorf("fuzzReader.spi returns %d distinct SPIs, want 16", len(seen))
+	}
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"vnic/oid"
 )
 
 // hexRun matches a word that might be a key: it holds 16 or more hex
@@ -13,8 +17,9 @@ var hexRun = regexp.MustCompile(`[0-9a-fA-F]{16}`)
 
 // FuzzParseSAAdd feeds arbitrary word lists to the `sa add` parser: it
 // must not panic, must either fail with a message or build a bundle with
-// one SecAssoc, and must never quote in an error a word holding a run of
-// hex digits long enough to be a key.
+// one SecAssoc that the daemon reads back unchanged (checkSentAsIs), and
+// must never quote in an error a word holding a run of hex digits long
+// enough to be a key. Seeds: testdata/fuzz/FuzzParseSAAdd.
 func FuzzParseSAAdd(f *testing.F) {
 	key := "0x" + strings.Repeat("7e", 20)
 	for _, s := range []string{
@@ -45,6 +50,28 @@ func FuzzParseSAAdd(f *testing.F) {
 		if len(b.SecAssoc) != 1 || b.Direction == "" {
 			t.Fatalf("bundle without a direction or SecAssoc: %+v", b)
 		}
+		checkSentAsIs(t, b)
 		b.Config() // must not panic either
 	})
+}
+
+// checkSentAsIs fails t unless the bundle b, as the CLI sends it, reads
+// back unchanged in the daemon's strict decoding (unknown fields refused):
+// the parser can only build what the OID channel takes.
+func checkSentAsIs(t *testing.T, b oid.SA) {
+	t.Helper()
+	sent, err := json.Marshal(b)
+	if err != nil {
+		t.Fatalf("the bundle does not encode: %v", err)
+	}
+	var got oid.SA
+	d := json.NewDecoder(bytes.NewReader(sent))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&got); err != nil {
+		t.Fatalf("the daemon cannot read the bundle: %v", err)
+	}
+	again, _ := json.Marshal(got)
+	if !bytes.Equal(again, sent) {
+		t.Fatalf("the bundle changes on its way to the daemon:\nsent %s\nread %s", sent, again)
+	}
 }
