@@ -133,6 +133,16 @@ func (c *Client) roundTrip(ctx context.Context, b []byte) ([]byte, error) {
 	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := c.conn.Write(b); err != nil {
+		// A daemon that refuses the connection (a peer that is not
+		// root, too many connections) writes one line and closes,
+		// maybe before the request went out: that line says why.
+		if ctx.Err() == nil {
+			c.conn.SetReadDeadline(time.Now().Add(time.Second))
+			if line, rerr := c.r.ReadBytes('\n'); rerr == nil {
+				c.fail(c.ioError(ctx, "send the request", err))
+				return line, nil
+			}
+		}
 		return nil, c.fail(c.ioError(ctx, "send the request", err))
 	}
 	line, err := c.r.ReadBytes('\n')

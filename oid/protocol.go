@@ -32,8 +32,9 @@ const (
 )
 
 // MaxRequest is the longest request line the server reads, newline
-// excluded. A longer line is refused with NDIS_STATUS_INVALID_DATA and
-// skipped up to its newline; the connection keeps serving.
+// excluded. A longer line is refused with NDIS_STATUS_INVALID_DATA as soon
+// as it passes MaxRequest bytes, and skipped up to its newline; the
+// connection keeps serving.
 const MaxRequest = 1 << 20
 
 // Request is the envelope every request shares. ID is any JSON value; the

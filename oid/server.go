@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,15 +23,25 @@ import (
 	"vnic/ndis"
 )
 
-// Defaults for a Server's timeouts.
+// Defaults for a Server's timeouts and connection limit.
 const (
 	DefaultIdleTimeout  = 5 * time.Minute
 	DefaultWriteTimeout = 10 * time.Second
+	// DefaultMaxConns bounds the connections served at once, and with
+	// them the server's memory: each holds a 64 KiB buffer and may hold a
+	// request line of up to MaxRequest bytes, and a line being handled
+	// costs as much again in the JSON decoder (about 3 MiB at worst, 200
+	// MiB for all). A host stack needs a handful; the CLI holds one for
+	// the length of a command.
+	DefaultMaxConns = 64
 )
 
 // ReasonPermission is the reason given to a peer that may not use the
 // channel (not root).
 const ReasonPermission = "permission denied: the vnic control socket is for root only"
+
+// reasonTooLong is the reason given for a request line over MaxRequest.
+var reasonTooLong = fmt.Sprintf("the request line is longer than %d bytes: it is skipped up to its newline", MaxRequest)
 
 // Server serves the OID channel over a Device. Create it with NewServer;
 // set the exported fields, if at all, before Serve.
@@ -41,6 +52,10 @@ type Server struct {
 	// WriteTimeout closes a connection whose peer does not take a
 	// response or event within this long; 0 means never.
 	WriteTimeout time.Duration
+	// MaxConns is how many connections are served at once (event
+	// subscriptions included); 0 means no limit. A connection over the
+	// limit gets one NDIS_STATUS_RESOURCES line and is closed.
+	MaxConns int
 
 	dev Device
 	log *slog.Logger
@@ -56,6 +71,7 @@ func NewServer(dev Device, log *slog.Logger) *Server {
 	return &Server{
 		IdleTimeout:  DefaultIdleTimeout,
 		WriteTimeout: DefaultWriteTimeout,
+		MaxConns:     DefaultMaxConns,
 		dev:          dev,
 		log:          log,
 		peerOK:       func(c *unix.Ucred) error { return checkPeer(c, os.Geteuid()) },
@@ -110,7 +126,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 
-	var delay time.Duration
+	var (
+		delay    time.Duration
+		active   atomic.Int64 // connections being served
+		refused  uint64       // connections refused over MaxConns
+		lastWarn time.Time
+	)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -129,9 +150,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("OID channel: accept: %w", err)
 		}
 		delay = 0
+		if s.MaxConns > 0 && active.Load() >= int64(s.MaxConns) {
+			refused++
+			if now := time.Now(); now.Sub(lastWarn) >= time.Second { // a flood must not flood the log
+				lastWarn = now
+				s.log.Warn("OID channel: connection refused: too many connections", "limit", s.MaxConns, "refused_so_far", refused)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				s.write(c, s.fail(nil, ndis.Errorf(ndis.StatusResources,
+					"too many connections: the vnic control socket serves %d at once; try again when one closes", s.MaxConns)).body)
+			}()
+			continue
+		}
+		active.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer active.Add(-1)
 			s.serveConn(ctx, c)
 		}()
 	}
@@ -176,7 +214,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		switch {
 		case tooLong:
 			log.Info("OID channel: request refused", "reason", "line too long")
-			r := s.fail(nil, invalidData("the request line is longer than %d bytes: it was skipped up to its newline", MaxRequest))
+			r := s.fail(nil, invalidData("%s", reasonTooLong))
 			if !s.write(c, r.body) {
 				return
 			}
@@ -309,19 +347,23 @@ func credPID(c *unix.Ucred) int64 {
 }
 
 // lineReader reads newline-terminated lines of at most max bytes into
-// buffers it can wipe: request lines carry keys.
+// buffers it can wipe: request lines carry keys. Its memory is bounded
+// whatever the peer sends: a 64 KiB buffer and a line of at most max
+// bytes.
 type lineReader struct {
 	r          io.Reader
 	max        int
 	buf        []byte
-	start, end int // buf[start:end] is read but not yet returned
+	start, end int  // buf[start:end] is read but not yet returned
+	skipping   bool // the rest of an over-long line is being discarded
 }
 
 // next appends the next line, without its newline, to line and returns
-// it. A line longer than max is consumed up to its newline but not
-// returned: tooLong is true and line is empty. At the end of the input
-// (or a read error), a last line without a newline is returned with the
-// error.
+// it. A line longer than max is reported as soon as it passes max, with
+// tooLong true and line empty, so that it can be refused without waiting
+// for its end; the following calls discard the rest of it up to its
+// newline (returning an empty line there). At the end of the input (or a
+// read error), a last line without a newline is returned with the error.
 func (lr *lineReader) next(line []byte) (_ []byte, tooLong bool, err error) {
 	if lr.buf == nil {
 		lr.buf = make([]byte, 64<<10)
@@ -333,18 +375,25 @@ func (lr *lineReader) next(line []byte) (_ []byte, tooLong bool, err error) {
 		if i >= 0 {
 			take = chunk[:i]
 		}
-		if !tooLong {
-			if len(line)+len(take) > lr.max {
-				tooLong = true
-				clear(line)
-				line = line[:0]
-			} else {
-				line = append(line, take...)
+		switch {
+		case lr.skipping:
+		case len(line)+len(take) > lr.max:
+			tooLong = true
+			clear(line)
+			line = line[:0]
+			if i < 0 {
+				clear(take)
+				lr.start, lr.end = 0, 0
+				lr.skipping = true
+				return line, true, nil
 			}
+		default:
+			line = append(line, take...)
 		}
 		clear(take)
 		if i >= 0 {
 			lr.start += i + 1
+			lr.skipping = false
 			return line, tooLong, nil
 		}
 		lr.start, lr.end = 0, 0
