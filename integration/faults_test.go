@@ -484,11 +484,13 @@ func (tp *topology) mtu(t *testing.T, h *host) int {
 }
 
 // TestFaultMTUChange lowers A's vnic0 MTU to 1300 while traffic runs,
-// and puts it back while traffic runs: the daemon stays up, the TCP
-// transfers complete, and afterwards packets that fit go through. A
-// packet larger than the new MTU never reaches the daemon from the kernel
-// (refused with DF, fragmented without); a peer's packet larger than A's
-// new MTU is still delivered into vnic0.
+// raises it to 9000 (far above the underlay's), and puts it back, each
+// while traffic runs: the daemon stays up, the OID channel answers, and
+// packets that fit go through. A packet larger than the lowered MTU never
+// reaches the daemon from the kernel (refused with DF, fragmented
+// without); a peer's packet larger than A's new MTU is still delivered
+// into vnic0; at 9000 an 8028-byte packet crosses, its ESP-in-UDP datagram
+// fragmented on the underlay.
 func TestFaultMTUChange(t *testing.T) {
 	needTool(t, "ping", "iperf3", "ss")
 	tp := newTopology(t)
@@ -531,6 +533,17 @@ func TestFaultMTUChange(t *testing.T) {
 	}
 	if got := a.stats(t)["VnicOutSendError"]; got != sendErr {
 		t.Errorf("A failed to send %d packets at MTU 1300 (something oversize?)", got-sendErr)
+	}
+
+	// Raised far above the underlay's: the daemon reads packets of any
+	// size, and its ESP-in-UDP datagrams larger than the underlay MTU go
+	// out as IP fragments, which B reassembles.
+	l = tp.startLoad(t, "10.7.0.2", 6)
+	time.Sleep(time.Second)
+	tp.exec(t, a, "ip", "link", "set", "vnic0", "mtu", "9000")
+	l.wait()
+	if out, ok := pingSize(a, "10.7.0.2", 8000, true); !ok {
+		t.Errorf("an 8028-byte packet with DF through vnic0 at MTU 9000:\n%s", out)
 	}
 
 	l = tp.startLoad(t, "10.7.0.2", 6)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
 	"vnic/event"
 	"vnic/ndis"
 	"vnic/sadb"
@@ -29,8 +31,6 @@ type Wire interface {
 
 // Options tune an Engine.
 type Options struct {
-	// MTU is the largest plaintext packet the device hands over.
-	MTU int
 	// PassUnknownSPI passes ESP packets for which no inbound SA exists up
 	// to the device unprocessed, as NDIS does, instead of dropping them.
 	PassUnknownSPI bool
@@ -42,6 +42,11 @@ type Options struct {
 	// does its own cryptography).
 	CryptoWorkers int
 }
+
+// maxPacket is the largest packet a device read returns: vnic0's MTU can
+// be raised at any time up to the IP limit, and a buffer too small for a
+// read is an error (or, for a segmented one, a panic) in the TUN layer.
+const maxPacket = 65535
 
 // tunOffset is where a decrypted packet must start in the buffer handed
 // to TUN.Write: room for the virtio-net header.
@@ -80,12 +85,14 @@ const (
 	cntIKE
 	cntPassedUp
 	cntSendErrors
+	cntReadErrors
 	numCounts
 )
 
 var countNames = [numCounts]string{
 	"InPackets", "InBytes", "OutPackets", "OutBytes",
 	"VnicInNatKeepalive", "VnicInIkeDropped", "VnicInPassedUp", "VnicOutSendError",
+	"VnicOutReadError",
 }
 
 type errKey struct {
@@ -142,7 +149,7 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	b := &outBatch{jobs: make([]sealJob, 0, n), bufs: make([][]byte, 0, n)}
 	out := make([][]byte, 0, n)
 	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+e.opts.MTU+Tailroom)
+		bufs[i] = make([]byte, Headroom+maxPacket+Tailroom)
 	}
 	for {
 		count, err := dev.Read(bufs, sizes, Headroom)
@@ -150,7 +157,13 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			// A super-packet with more segments than a batch holds:
+			// the first count came through, the rest is lost (TCP
+			// sends it again). Anything else means the device is gone.
+			if !errors.Is(err, wgtun.ErrTooManySegments) {
+				return err
+			}
+			e.counts[cntReadErrors].Add(1)
 		}
 		b.jobs, b.bufs, out = b.jobs[:0], b.bufs[:0], out[:0]
 		var bytes uint64

@@ -50,7 +50,7 @@ type peer struct {
 
 func newPeer() *peer {
 	p := &peer{table: sadb.New(16), bus: &event.Bus{}, tun: tuntest.NewChannelTUN()}
-	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{MTU: 1420, CryptoEventInterval: time.Hour})
+	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoEventInterval: time.Hour})
 	return p
 }
 

@@ -49,6 +49,7 @@ var (
 	ErrSeqExhausted   = newErr(sadb.OutStateSeqError, 0, "the outbound SA used its last sequence number")
 	ErrNoRoomOut      = newErr(sadb.OutBufferError, 0, "no headroom or tailroom in the buffer")
 	ErrBadPlaintext   = newErr(sadb.OutError, 0, "malformed plaintext IP packet")
+	ErrTooBig         = newErr(sadb.OutError, 0, "the protected packet would be longer than an IP packet can be")
 	ErrFamilyMismatch = newErr(sadb.OutError, 0, "transport mode: the packet's address family differs from the SA's")
 )
 

@@ -109,6 +109,11 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 	if start < head || cap(buf)-end < tail+tagSlack {
 		return sealJob{}, 0, ErrNoRoomOut
 	}
+	// The outer length field must hold the result (the IPv6 payload
+	// length does not count the fixed header).
+	if outerLen := head + end - start + tail; outerLen > 0xFFFF+ipv6Header*b2i(outer6) {
+		return sealJob{}, 0, ErrTooBig
+	}
 
 	seq, warn, err := sa.Out.Next()
 	if err != nil {
@@ -213,6 +218,13 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 // tagSlack is spare capacity after the ICV that ciphers with a truncated
 // tag write their full tag into.
 const tagSlack = 8
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 func outerProto(udp int) uint8 {
 	if udp != 0 {

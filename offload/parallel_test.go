@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
 	"vnic/algo"
 	"vnic/event"
 	"vnic/sadb"
@@ -99,7 +101,7 @@ func (w *recordingWire) records() []wireRecord {
 func parallelPeer(ctx context.Context, workers int) *peer {
 	p := &peer{table: sadb.New(16), bus: &event.Bus{}}
 	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Options{MTU: 1420, CryptoEventInterval: time.Hour, CryptoWorkers: workers})
+		Options{CryptoEventInterval: time.Hour, CryptoWorkers: workers})
 	go p.engine.RunCrypto(ctx)
 	return p
 }
@@ -448,5 +450,59 @@ func TestPassUpFixesChecksums(t *testing.T) {
 	}
 	if n := e.Stats()["VnicInPassedUp"]; n != 2 {
 		t.Errorf("VnicInPassedUp %d, want 2", n)
+	}
+}
+
+// overflowTUN returns its batch with tun.ErrTooManySegments once, as the
+// TUN layer does when a super-packet has more segments than a batch holds,
+// then the batches of a batchTUN.
+type overflowTUN struct {
+	*batchTUN
+	once sync.Once
+}
+
+func (d *overflowTUN) Read(bufs [][]byte, sizes []int, off int) (n int, err error) {
+	n, err = d.batchTUN.Read(bufs, sizes, off)
+	d.once.Do(func() { err = wgtun.ErrTooManySegments })
+	return n, err
+}
+
+// TestEngineReadsAnyMTU: packets up to the IP limit go through (vnic0's
+// MTU may be raised while the daemon runs), and a read that lost segments
+// is counted and the loop goes on with the packets it did get.
+func TestEngineReadsAnyMTU(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := parallelPeer(ctx, 2), parallelPeer(ctx, 2)
+	devA, devB := &overflowTUN{batchTUN: newBatchTUN()}, newBatchTUN()
+	defer close(devA.in)
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x500, Algo: gcm128()}
+	out, in := cfg, cfg
+	out.Direction, in.Direction, in.ReplayWindow = sadb.Outbound, sadb.Inbound, 64
+	mustAdd(t, a.table, out)
+	mustAdd(t, b.table, in)
+	w := &recordingWire{rx: b.engine.NewReceiver(devB)}
+	go a.engine.RunOutbound(ctx, devA, w)
+	big := func(n int) []byte {
+		buf := make([]byte, Headroom+n+Tailroom)
+		end := udpPacket(buf, 0, in4a, in4b, 1, 2, n-28)
+		return buf[:end]
+	}
+	// The largest packet that fits in an outer IPv4 packet with 20 bytes
+	// of IP header, 8 of ESP header, 8 of IV, 2 of trailer and 16 of ICV
+	// (65478 needs no padding to 4 bytes; the next three need 3, 2 and 1,
+	// and each makes 65536 bytes): one byte more is refused.
+	largest := 0xFFFF - 20 - 8 - 8 - 2 - 16 - 3
+	want := [][]byte{big(1400), big(9000), big(largest)}
+	devA.in <- want[:1] // read with ErrTooManySegments
+	devA.in <- append(want[1:], big(largest+1))
+	waitFor(t, func() bool { return len(devB.received()) == len(want) && a.engine.Stats()["XfrmOutError"] == 1 })
+	for i, p := range devB.received() {
+		if !bytes.Equal(p, want[i]) {
+			t.Errorf("packet %d (%d bytes) changed on the way", i, len(want[i]))
+		}
+	}
+	if n := a.engine.Stats()["VnicOutReadError"]; n != 1 {
+		t.Errorf("VnicOutReadError %d, want 1", n)
 	}
 }

@@ -221,9 +221,14 @@ func (c *Conn) flush(k int) error {
 		n, err := write(ms)
 		if err != nil {
 			if (k == kindUDP4 || k == kindUDP6) && len(ms[0].OOB) > 0 && !s.gsoOff && gsoRefused(err) {
-				// The kernel or device cannot segment: split this
-				// message into plain datagrams from now on.
-				s.gsoOff = true
+				// Segments larger than the path's MTU are refused (with
+				// EINVAL) and go out split, which lets the kernel
+				// fragment them; the next batch tries GSO again. A
+				// refusal of small segments means the kernel or device
+				// cannot segment at all: split from now on.
+				if segmentSize(ms[0].OOB) <= minLinkPayload {
+					s.gsoOff = true
+				}
 				if err := c.sendSplit(write, &ms[0]); err != nil && first == nil {
 					first = err
 				}
@@ -246,9 +251,18 @@ func gsoRefused(err error) bool {
 	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT)
 }
 
+// minLinkPayload is the largest UDP payload that fits every link IPv6 runs
+// on (1280 bytes, less 40 of IPv6 and 8 of UDP headers).
+const minLinkPayload = 1280 - 48
+
+// segmentSize returns the segment size a UDP_SEGMENT control message holds.
+func segmentSize(oob []byte) int {
+	return int(binary.NativeEndian.Uint16(oob[unix.CmsgLen(0):]))
+}
+
 // sendSplit sends a GSO message as separate datagrams.
 func (c *Conn) sendSplit(write func([]ipv4.Message) (int, error), m *ipv4.Message) error {
-	size := int(binary.NativeEndian.Uint16(m.OOB[unix.CmsgLen(0):]))
+	size := segmentSize(m.OOB)
 	data := m.Buffers[0]
 	for off := 0; off < len(data); off += size {
 		one := []ipv4.Message{{Buffers: [][]byte{data[off:min(off+size, len(data))]}, Addr: m.Addr}}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"testing"
 
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,6 +115,37 @@ func TestGROSize(t *testing.T) {
 	for _, c := range cases {
 		if got := groSize(c.oob); got != c.want {
 			t.Errorf("%s: groSize = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestGSORefusal: a GSO message the kernel refuses is sent as separate
+// datagrams. Refused large segments (larger than the path's MTU, after
+// vnic0's MTU was raised) do not turn GSO off for later batches; refused
+// small ones mean the kernel cannot segment, and turn it off.
+func TestGSORefusal(t *testing.T) {
+	for _, tc := range []struct {
+		size   int
+		gsoOff bool
+	}{{8000, false}, {1000, true}} {
+		c := &Conn{udp4: &net.UDPConn{}}
+		var sent []int // datagram sizes, in order
+		c.batch[kindUDP4] = func(ms []ipv4.Message, _ int) (int, error) {
+			if len(ms[0].OOB) > 0 {
+				return 0, unix.EINVAL
+			}
+			sent = append(sent, len(ms[0].Buffers[0]))
+			return 1, nil
+		}
+		dst := [4]byte{192, 0, 2, 1}
+		if err := c.SendBatch([][]byte{udp4Packet(dst, 4500, tc.size), udp4Packet(dst, 4500, tc.size)}); err != nil {
+			t.Fatalf("%d bytes: %v", tc.size, err)
+		}
+		if len(sent) != 2 || sent[0] != tc.size || sent[1] != tc.size {
+			t.Errorf("%d bytes: sent %v, want two datagrams", tc.size, sent)
+		}
+		if c.send.gsoOff != tc.gsoOff {
+			t.Errorf("%d-byte segments refused: GSO off %v, want %v", tc.size, c.send.gsoOff, tc.gsoOff)
 		}
 	}
 }

@@ -204,7 +204,7 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	d := &daemon{cfg: cfg, table: sadb.New(cfg.capacity), bus: &event.Bus{}, gen: newGeneration()}
 	d.table.DefaultReplayWindow = cfg.replayWindow
 	d.table.Keys = keys
-	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{MTU: cfg.mtu,
+	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{
 		PassUnknownSPI: cfg.passUnknown, CryptoWorkers: cfg.workers})
 
 	log.Info("vnic up", "device", cfg.name, "mtu", cfg.mtu, "underlay", cfg.underlay, "udp_port", cfg.udpPort,
