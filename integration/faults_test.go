@@ -583,30 +583,6 @@ func procStatus(t *testing.T, pid int) (rss, hwm int64) {
 
 const mib = 1 << 20
 
-// startPlain starts h's daemon from bin (instead of the race-enabled
-// vnicBin), as h.start does.
-func (h *host) startPlain(t *testing.T, bin string, flags ...string) {
-	t.Helper()
-	args := append([]string{"netns", "exec", h.ns, bin, "up", "-underlay", h.u4, "-underlay", h.u6,
-		"-socket", h.sock, "-log-level", "debug"}, flags...)
-	h.log = &bytes.Buffer{}
-	h.daemon = exec.Command("ip", args...)
-	h.daemon.Stdout, h.daemon.Stderr = h.log, h.log
-	if err := h.daemon.Start(); err != nil {
-		t.Fatalf("start vnic in %s: %v", h.ns, err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := h.try("caps"); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vnic in %s did not come up", h.ns)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // plainBin builds vnic without the race detector, whose shadow memory
 // would swamp the memory figures.
 func plainBin(t *testing.T) string {
@@ -630,7 +606,7 @@ func plainBin(t *testing.T) string {
 func TestControlSocketFaults(t *testing.T) {
 	tp := newTopology(t)
 	a := tp.a
-	a.startPlain(t, plainBin(t))
+	a.startBin(t, plainBin(t))
 	pid := a.daemon.Process.Pid // ip netns exec execs vnic: this is the daemon
 	for range 5 {
 		a.vnic(t, "stats") // warm up

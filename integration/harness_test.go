@@ -169,7 +169,13 @@ func (tp *topology) close(t *testing.T) {
 // waits until its OID channel answers.
 func (h *host) start(t *testing.T, flags ...string) {
 	t.Helper()
-	args := append([]string{"netns", "exec", h.ns, vnicBin, "up", "-underlay", h.u4, "-underlay", h.u6,
+	h.startBin(t, vnicBin, flags...)
+}
+
+// startBin is start with the vnic binary bin.
+func (h *host) startBin(t *testing.T, bin string, flags ...string) {
+	t.Helper()
+	args := append([]string{"netns", "exec", h.ns, bin, "up", "-underlay", h.u4, "-underlay", h.u6,
 		"-socket", h.sock, "-log-level", "debug"}, flags...)
 	h.log = &bytes.Buffer{}
 	h.daemon = exec.Command("ip", args...)
@@ -177,7 +183,7 @@ func (h *host) start(t *testing.T, flags ...string) {
 	if err := h.daemon.Start(); err != nil {
 		t.Fatalf("start vnic in %s: %v", h.ns, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := h.try("caps"); err == nil {
 			return

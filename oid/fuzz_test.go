@@ -282,31 +282,11 @@ func checkEffects(t *testing.T, tab *sadb.Table, line []byte, r reply, before ma
 
 func nonZero(r rune) bool { return r != 0 }
 
-// checkTable fails t unless the table's own invariants hold: no more SAs
-// than its capacity, List in handle order and agreeing with Len and Get,
-// every SA alive, every pairing mutual and between opposite directions,
-// and every inbound SA found by its SPI and destination.
+// checkTable fails t unless the table's invariants hold (see Table.Check).
 func checkTable(t *testing.T, tab *sadb.Table) {
 	t.Helper()
-	list := tab.List()
-	if len(list) != tab.Len() || tab.Len() > tab.Capacity() {
-		t.Fatalf("List has %d SAs, Len %d, Capacity %d", len(list), tab.Len(), tab.Capacity())
-	}
-	for i, sa := range list {
-		switch {
-		case i > 0 && sa.Handle <= list[i-1].Handle:
-			t.Fatalf("List is not in handle order: %d after %d", sa.Handle, list[i-1].Handle)
-		case tab.Get(sa.Handle) != sa:
-			t.Fatalf("SA %d is listed but Get does not return it", sa.Handle)
-		case !sa.Alive():
-			t.Fatalf("SA %d is listed but dead", sa.Handle)
-		}
-		if p := tab.Paired(sa); p != nil && (tab.Get(p.Handle) != p || tab.Paired(p) != sa || p.Config.Direction == sa.Config.Direction) {
-			t.Fatalf("SA %d is paired with SA %d, which is gone, not paired back or of the same direction", sa.Handle, p.Handle)
-		}
-		if c := &sa.Config; c.Direction == sadb.Inbound && c.Dst.IsValid() && tab.LookupInbound(c.SPI, c.Dst) != sa {
-			t.Fatalf("inbound SA %d (SPI %#x, destination %v) is not found by LookupInbound", sa.Handle, c.SPI, c.Dst)
-		}
+	if err := tab.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -116,28 +116,11 @@ func FuzzTable(f *testing.F) {
 	})
 }
 
-// checkFuzzTable fails t unless the table's invariants hold: no more SAs
-// than its capacity, List in handle order and agreeing with Len and Get,
-// every listed SA alive, and every pairing mutual, between opposite
-// directions and with an SA still held.
+// checkFuzzTable fails t unless the table's invariants hold (see Table.Check).
 func checkFuzzTable(t *testing.T, tab *Table) {
 	t.Helper()
-	list := tab.List()
-	if len(list) != tab.Len() || len(list) > tab.Capacity() {
-		t.Fatalf("List has %d, Len %d, Capacity %d", len(list), tab.Len(), tab.Capacity())
-	}
-	for i, sa := range list {
-		switch {
-		case i > 0 && sa.Handle <= list[i-1].Handle:
-			t.Fatalf("List is not in handle order: %d after %d", sa.Handle, list[i-1].Handle)
-		case tab.Get(sa.Handle) != sa:
-			t.Fatalf("SA %d is listed but Get does not return it", sa.Handle)
-		case !sa.Alive():
-			t.Fatalf("SA %d is listed but dead", sa.Handle)
-		}
-		if p := tab.Paired(sa); p != nil && (tab.Get(p.Handle) != p || tab.Paired(p) != sa || p.Config.Direction == sa.Config.Direction) {
-			t.Fatalf("SA %d is paired with SA %d, which is gone, not paired back or of the same direction", sa.Handle, p.Handle)
-		}
+	if err := tab.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 
