@@ -35,9 +35,13 @@ setup_vnic() {
 	local encap=$1 alg=$2 d=$PATH_DIR/vnic-$RUN_ID-$1-$2
 	[ -x "${VNIC_BIN:-}" ] || fail "vnic was not built (see the build step)" || return 1
 	mkdir -p "$d"
-	local sa=$d/a.sock sb=$d/b.sock
-	bg "vnic daemon in $NS_A" "$d/a.log" ip netns exec "$NS_A" "$VNIC_BIN" up -underlay "$UL_A" -addr "$INNER_A/24" -socket "$sa"
-	bg "vnic daemon in $NS_B" "$d/b.log" ip netns exec "$NS_B" "$VNIC_BIN" up -underlay "$UL_B" -addr "$INNER_B/24" -socket "$sb"
+	local sa=$d/a.sock sb=$d/b.sock prof_a=() prof_b=()
+	# PROFILE_DIR set: both daemons write CPU profiles there as they exit.
+	if [ -n "${PROFILE_DIR:-}" ]; then
+		prof_a=(-cpuprofile "$PROFILE_DIR/a.prof") prof_b=(-cpuprofile "$PROFILE_DIR/b.prof")
+	fi
+	bg "vnic daemon in $NS_A" "$d/a.log" ip netns exec "$NS_A" "$VNIC_BIN" up -underlay "$UL_A" -addr "$INNER_A/24" -socket "$sa" "${prof_a[@]}"
+	bg "vnic daemon in $NS_B" "$d/b.log" ip netns exec "$NS_B" "$VNIC_BIN" up -underlay "$UL_B" -addr "$INNER_B/24" -socket "$sb" "${prof_b[@]}"
 	wait_for 15 "$VNIC_BIN" --socket "$sa" caps || fail "vnic daemon in $NS_A did not answer on $sa" "$d/a.log" || return 1
 	wait_for 15 "$VNIC_BIN" --socket "$sb" caps || fail "vnic daemon in $NS_B did not answer on $sb" "$d/b.log" || return 1
 
