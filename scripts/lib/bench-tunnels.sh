@@ -30,15 +30,17 @@ setup_veth() {
 
 # ------------------------------------------------------------ vnic
 
-# setup_vnic udp|raw gcm|chacha
+# setup_vnic udp|raw gcm|chacha [FLAG...]: extra flags go to both daemons.
 setup_vnic() {
 	local encap=$1 alg=$2 d=$PATH_DIR/vnic-$RUN_ID-$1-$2
+	local extra=("${@:3}")
+	VNIC_DIR=$d
 	[ -x "${VNIC_BIN:-}" ] || fail "vnic was not built (see the build step)" || return 1
 	mkdir -p "$d"
-	local sa=$d/a.sock sb=$d/b.sock prof_a=() prof_b=()
+	local sa=$d/a.sock sb=$d/b.sock prof_a=("${extra[@]}") prof_b=("${extra[@]}")
 	# PROFILE_DIR set: both daemons write CPU profiles there as they exit.
 	if [ -n "${PROFILE_DIR:-}" ]; then
-		prof_a=(-cpuprofile "$PROFILE_DIR/a.prof") prof_b=(-cpuprofile "$PROFILE_DIR/b.prof")
+		prof_a+=(-cpuprofile "$PROFILE_DIR/a.prof") prof_b+=(-cpuprofile "$PROFILE_DIR/b.prof")
 	fi
 	bg "vnic daemon in $NS_A" "$d/a.log" ip netns exec "$NS_A" "$VNIC_BIN" up -underlay "$UL_A" -addr "$INNER_A/24" -socket "$sa" "${prof_a[@]}"
 	bg "vnic daemon in $NS_B" "$d/b.log" ip netns exec "$NS_B" "$VNIC_BIN" up -underlay "$UL_B" -addr "$INNER_B/24" -socket "$sb" "${prof_b[@]}"
