@@ -157,11 +157,13 @@ func TestVnicToVnicAlgorithms(t *testing.T) {
 }
 
 // TestVnicToVnicPaths pings and transfers over TCP through every mode,
-// address-family combination and encapsulation (AES-GCM-128).
+// address-family combination and encapsulation (AES-GCM-128), with crypto
+// workers on both daemons (the other tests run the default, which is none
+// on a 2-core machine).
 func TestVnicToVnicPaths(t *testing.T) {
 	needTool(t, "ping", "iperf3")
 	tp := newTopology(t)
-	tp.startPair(t)
+	tp.startPair(t, "-crypto-workers", "2")
 	var paths []path
 	for _, udp := range []bool{false, true} {
 		for _, fam := range [][2]int{{4, 4}, {4, 6}, {6, 4}, {6, 6}} {

@@ -92,7 +92,7 @@ func parseUp(args []string) (*upConfig, error) {
 	fs.IntVar(&c.capacity, "capacity", 1024, "SaOffloadCapacity: how many SAs the device holds")
 	fs.IntVar(&c.replayWindow, "replay-window", 64, "replay window for inbound SAs that do not give one")
 	fs.BoolVar(&c.passUnknown, "pass-unknown-spi", false, "pass ESP with no inbound SA up to the device unprocessed (NDIS behaviour) instead of dropping it")
-	fs.IntVar(&c.workers, "crypto-workers", runtime.GOMAXPROCS(0), "goroutines that encrypt and decrypt batches in parallel with the packet loops (0: each loop does its own)")
+	fs.IntVar(&c.workers, "crypto-workers", defaultWorkers(), "goroutines that encrypt and decrypt batches in parallel with the packet loops (0: each loop does its own; default: the CPUs beyond two)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon's life to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +124,13 @@ func parseUp(args []string) (*upConfig, error) {
 	}
 	return c, nil
 }
+
+// defaultWorkers is the default of -crypto-workers: one core for each
+// direction's packet loop, and a crypto worker for every core beyond. On a
+// 2-core machine that is none: there, handing ranges to workers on cores
+// the loops, the peer and the applications already keep busy costs more
+// than it saves (scripts/bench.sh measures both in one run).
+func defaultWorkers() int { return max(0, runtime.GOMAXPROCS(0)-2) }
 
 // runUp is `vnic up`: the daemon.
 func runUp(args []string) error {

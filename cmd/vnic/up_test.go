@@ -15,7 +15,7 @@ func TestParseUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.name != "vnic0" || c.socket != "/run/vnic/vnic0.sock" || c.udpPort != 4500 || c.capacity != 1024 ||
-		c.replayWindow != 64 || c.workers != runtime.GOMAXPROCS(0) || c.mtu != 0 || c.keyHistory != "/run/vnic/vnic0.keys" {
+		c.replayWindow != 64 || c.workers != max(0, runtime.GOMAXPROCS(0)-2) || c.mtu != 0 || c.keyHistory != "/run/vnic/vnic0.keys" {
 		t.Errorf("defaults: %+v", c)
 	}
 	if len(c.underlay) != 2 || c.underlay[1] != netip.MustParseAddr("2001:db8::1") || c.addrs[0] != netip.MustParsePrefix("10.0.0.1/24") {
