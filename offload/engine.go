@@ -2,7 +2,6 @@ package offload
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"sync"
@@ -323,9 +322,7 @@ func fixChecksums(pkt []byte, h *Header) {
 		return
 	}
 	if h.UDP {
-		u := pkt[h.ipHdr:]
-		binary.BigEndian.PutUint16(u[6:], 0)
-		binary.BigEndian.PutUint16(u[6:], udp6Checksum(ipv6(pkt), u))
+		setUDP6Checksum(ipv6(pkt), pkt[h.ipHdr:])
 	}
 }
 

@@ -101,6 +101,13 @@ func udp6Checksum(hdr ipv6, seg []byte) uint16 {
 	return c
 }
 
+// setUDP6Checksum fills in the checksum field of seg, a UDP header and its
+// payload, between the IPv6 addresses in hdr.
+func setUDP6Checksum(hdr ipv6, seg []byte) {
+	binary.BigEndian.PutUint16(seg[6:], 0)
+	binary.BigEndian.PutUint16(seg[6:], udp6Checksum(hdr, seg))
+}
+
 // ECN codepoints (RFC 3168).
 const (
 	ecnMask = 0x03

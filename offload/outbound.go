@@ -39,8 +39,7 @@ func (p *sealJob) seal(buf []byte) {
 	buf = buf[:p.End]
 	p.sa.Cipher.Seal(buf, p.esp, p.seq)
 	if p.sa.Config.Encap.UDP && p.sa.Config.Dst.Is6() {
-		u := buf[p.esp-udpHeader:]
-		binary.BigEndian.PutUint16(u[6:], udp6Checksum(ipv6(buf[p.Start:]), u))
+		setUDP6Checksum(ipv6(buf[p.Start:]), buf[p.esp-udpHeader:])
 	}
 }
 
@@ -111,7 +110,11 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 	}
 	// The outer length field must hold the result (the IPv6 payload
 	// length does not count the fixed header).
-	if outerLen := head + end - start + tail; outerLen > 0xFFFF+ipv6Header*b2i(outer6) {
+	maxLen := 0xFFFF
+	if outer6 {
+		maxLen += ipv6Header
+	}
+	if head+end-start+tail > maxLen {
 		return sealJob{}, 0, ErrTooBig
 	}
 
@@ -218,13 +221,6 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 // tagSlack is spare capacity after the ICV that ciphers with a truncated
 // tag write their full tag into.
 const tagSlack = 8
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 func outerProto(udp int) uint8 {
 	if udp != 0 {
