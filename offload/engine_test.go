@@ -2,6 +2,7 @@ package offload
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"sync"
@@ -17,12 +18,15 @@ import (
 )
 
 // wireTo delivers what one engine sends to another engine's receiver, as
-// the underlay would: the whole outer packet with headroom before it.
+// a lossless underlay would: the whole outer packet with headroom before
+// it, one Flush per batch. It keeps a record of every ESP packet, in
+// order.
 type wireTo struct {
 	mu     sync.Mutex
 	rx     *Receiver
 	tamper func(pkt []byte)
 	sent   int
+	log    []wireRecord
 }
 
 func (w *wireTo) SendBatch(pkts [][]byte) error {
@@ -31,6 +35,10 @@ func (w *wireTo) SendBatch(pkts [][]byte) error {
 	for _, pkt := range pkts {
 		buf := make([]byte, 128+len(pkt)+64)
 		copy(buf[128:], pkt)
+		if h, kind, err := Parse(buf, 128, 128+len(pkt)); err == nil && kind == KindESP {
+			w.log = append(w.log, wireRecord{binary.BigEndian.Uint32(buf[h.ESP:]),
+				binary.BigEndian.Uint32(buf[h.ESP+4:]), binary.BigEndian.Uint64(buf[h.ESP+8:])})
+		}
 		if w.tamper != nil {
 			w.tamper(buf[128 : 128+len(pkt)])
 		}
@@ -39,6 +47,13 @@ func (w *wireTo) SendBatch(pkts [][]byte) error {
 	}
 	w.rx.Flush()
 	return nil
+}
+
+// records returns the ESP packets sent so far.
+func (w *wireTo) records() []wireRecord {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.log
 }
 
 type peer struct {

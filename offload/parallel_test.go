@@ -65,38 +65,6 @@ type wireRecord struct {
 	iv       uint64
 }
 
-// recordingWire keeps a record of every packet sent, in order, and hands
-// each batch to a receiver, as a lossless underlay would.
-type recordingWire struct {
-	rx  *Receiver
-	mu  sync.Mutex
-	log []wireRecord
-}
-
-func (w *recordingWire) SendBatch(pkts [][]byte) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, pkt := range pkts {
-		buf := make([]byte, 128+len(pkt)+64)
-		copy(buf[128:], pkt)
-		h, _, err := Parse(buf, 128, 128+len(pkt))
-		if err != nil {
-			return err
-		}
-		w.log = append(w.log, wireRecord{binary.BigEndian.Uint32(buf[h.ESP:]),
-			binary.BigEndian.Uint32(buf[h.ESP+4:]), binary.BigEndian.Uint64(buf[h.ESP+8:])})
-		w.rx.Add(buf, 128, 128+len(pkt))
-	}
-	w.rx.Flush()
-	return nil
-}
-
-func (w *recordingWire) records() []wireRecord {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.log
-}
-
 // parallelPeer is an engine with crypto workers running.
 func parallelPeer(ctx context.Context, workers int) *peer {
 	p := &peer{table: sadb.New(16), bus: &event.Bus{}}
@@ -145,7 +113,7 @@ func TestParallelKeepsOrderAndNumbers(t *testing.T) {
 			esnOut, esnIn = ho, hi
 		}
 	}
-	w := &recordingWire{rx: b.engine.NewReceiver(devB)}
+	w := &wireTo{rx: b.engine.NewReceiver(devB)}
 	go a.engine.RunOutbound(ctx, devA, w)
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -289,7 +257,7 @@ func TestParallelExhaustion(t *testing.T) {
 	out.Direction, in.Direction, in.ReplayWindow, in.InitialSeq = sadb.Outbound, sadb.Inbound, 64, 1<<32-51
 	mustAdd(t, a.table, out)
 	mustAdd(t, b.table, in)
-	w := &recordingWire{rx: b.engine.NewReceiver(devB)}
+	w := &wireTo{rx: b.engine.NewReceiver(devB)}
 	go a.engine.RunOutbound(ctx, devA, w)
 	for range 2 {
 		batch := make([][]byte, 100)
@@ -481,7 +449,7 @@ func TestEngineReadsAnyMTU(t *testing.T) {
 	out.Direction, in.Direction, in.ReplayWindow = sadb.Outbound, sadb.Inbound, 64
 	mustAdd(t, a.table, out)
 	mustAdd(t, b.table, in)
-	w := &recordingWire{rx: b.engine.NewReceiver(devB)}
+	w := &wireTo{rx: b.engine.NewReceiver(devB)}
 	go a.engine.RunOutbound(ctx, devA, w)
 	big := func(n int) []byte {
 		buf := make([]byte, Headroom+n+Tailroom)
