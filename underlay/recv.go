@@ -179,37 +179,76 @@ func (c *Conn) groReader(r *reader) *reader {
 	return r
 }
 
-// groSize returns the segment size of a UDP GRO read from its control
-// messages, or 0.
-func groSize(oob []byte) int {
+// ancillary is what the control messages of one received datagram say.
+type ancillary struct {
+	// dst is the destination address of the packet's IP header
+	// (IP_PKTINFO, IPV6_PKTINFO); invalid when absent.
+	dst netip.Addr
+	// ttl and tos are the IPv4 TTL and TOS, or the IPv6 hop limit and
+	// traffic class; -1 when absent.
+	ttl, tos int
+	// gro is the segment size of a UDP GRO read; 0 when absent.
+	gro int
+}
+
+// parseAncillary reads the control messages the underlay sockets ask for
+// (see recvOptions) without allocating. Malformed or truncated messages
+// end the walk; what was read before them stands.
+func parseAncillary(oob []byte) ancillary {
+	a := ancillary{ttl: -1, tos: -1}
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		l := int(h.Len)
-		if l < unix.SizeofCmsghdr || l > len(oob) {
-			return 0
+		if l < unix.CmsgLen(0) || l > len(oob) {
+			break
 		}
-		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
-			return int(binary.NativeEndian.Uint32(oob[unix.CmsgLen(0):]))
+		data := oob[unix.CmsgLen(0):l]
+		switch {
+		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4:
+			a.gro = int(binary.NativeEndian.Uint32(data))
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			// struct in_pktinfo: ifindex, spec_dst, addr (the header's
+			// destination).
+			a.dst = netip.AddrFrom4([4]byte(data[8:12]))
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TTL && len(data) >= 4:
+			a.ttl = int(binary.NativeEndian.Uint32(data)) & 0xff
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TOS && len(data) >= 1:
+			a.tos = int(data[0])
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			a.dst = netip.AddrFrom16([16]byte(data[:16]))
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_HOPLIMIT && len(data) >= 4:
+			a.ttl = int(binary.NativeEndian.Uint32(data)) & 0xff
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_TCLASS && len(data) >= 4:
+			a.tos = int(binary.NativeEndian.Uint32(data)) & 0xff
 		}
 		next := (l + unix.SizeofPtr - 1) &^ (unix.SizeofPtr - 1)
 		if next >= len(oob) {
-			return 0
+			break
 		}
 		oob = oob[next:]
 	}
-	return 0
+	return a
 }
+
+// groSize returns the segment size of a UDP GRO read from its control
+// messages, or 0.
+func groSize(oob []byte) int { return parseAncillary(oob).gro }
 
 // fix6 rebuilds the IPv6 header (and the UDP header) that an IPv6 socket
 // takes off, in the headroom before the payload.
 func (c *Conn) fix6(buf []byte, m *ipv4.Message, n int, udp bool) (int, bool) {
-	var cm ipv6.ControlMessage
 	dst, tclass, hops := c.local6, 0, 64
-	if m.NN > 0 && cm.Parse(m.OOB[:m.NN]) == nil {
-		if d, ok := netip.AddrFromSlice(cm.Dst); ok && d.IsValid() {
-			dst = d
+	if m.NN > 0 {
+		a := parseAncillary(m.OOB[:m.NN])
+		if a.dst.IsValid() {
+			dst = a.dst
 		}
-		tclass, hops = cm.TrafficClass, cm.HopLimit
+		if a.tos >= 0 {
+			tclass = a.tos
+		}
+		if a.ttl >= 0 {
+			hops = a.ttl
+		}
 	}
 	var src netip.Addr
 	var sport uint16
@@ -249,20 +288,25 @@ func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message, n int) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	var cm ipv4.ControlMessage
-	dst, ttl := c.local4, 64
-	if m.NN > 0 && cm.Parse(m.OOB[:m.NN]) == nil {
-		if d, ok := netip.AddrFromSlice(cm.Dst); ok && d.Unmap().Is4() {
-			dst = d.Unmap()
+	dst, tos, ttl := c.local4, 0, 64
+	if m.NN > 0 {
+		anc := parseAncillary(m.OOB[:m.NN])
+		if anc.dst.Is4() {
+			dst = anc.dst
 		}
-		ttl = cm.TTL
+		if anc.tos >= 0 {
+			tos = anc.tos
+		}
+		if anc.ttl >= 0 {
+			ttl = anc.ttl
+		}
 	}
 	ap := a.AddrPort()
 	start := Headroom - 8
 	putUDP(buf[start:], ap.Port(), c.port, n)
 	start -= 20
 	h := buf[start:]
-	h[0], h[1] = 0x45, 0
+	h[0], h[1] = 0x45, byte(tos)
 	binary.BigEndian.PutUint16(h[2:], uint16(20+8+n))
 	binary.BigEndian.PutUint32(h[4:], 0)
 	h[8], h[9] = byte(ttl), unix.IPPROTO_UDP

@@ -189,39 +189,40 @@ func (c *Conn) control(extra ...[2]int) func(network, address string, rc syscall
 }
 
 func (c *Conn) listenIP(ctx context.Context, network string, local netip.Addr, level, opt int) (*net.IPConn, error) {
-	lc := net.ListenConfig{Control: c.control([2]int{level, opt})}
+	opts := [][2]int{{level, opt}}
+	if network == "ip6:50" {
+		opts = append(opts, recvOptions6...)
+	}
+	lc := net.ListenConfig{Control: c.control(opts...)}
 	pc, err := lc.ListenPacket(ctx, network, local.String())
 	if err != nil {
 		return nil, fmt.Errorf("underlay: open raw ESP socket on %s: %w", local, err)
 	}
-	conn := pc.(*net.IPConn)
-	if network == "ip6:50" {
-		if err := ipv6.NewPacketConn(conn).SetControlMessage(ipv6.FlagDst|ipv6.FlagTrafficClass|ipv6.FlagHopLimit, true); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("underlay: IPv6 control messages: %w", err)
-		}
-	}
-	return conn, nil
+	return pc.(*net.IPConn), nil
 }
 
+// recvOptions4 and recvOptions6 ask the kernel for the control messages
+// that give back what a datagram socket takes off a packet (parseAncillary
+// reads them): the header's destination address, TTL or hop limit, and TOS
+// or traffic class, whose ECN bits the engine carries to the inner packet
+// (RFC 6040).
+var (
+	recvOptions4 = [][2]int{{unix.IPPROTO_IP, unix.IP_PKTINFO}, {unix.IPPROTO_IP, unix.IP_RECVTTL}, {unix.IPPROTO_IP, unix.IP_RECVTOS}}
+	recvOptions6 = [][2]int{{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO}, {unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT}, {unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS}}
+)
+
 func (c *Conn) listenUDP(ctx context.Context, network string, local netip.Addr) (*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: c.control()}
+	opts := recvOptions4
+	if network == "udp6" {
+		opts = recvOptions6
+	}
+	lc := net.ListenConfig{Control: c.control(opts...)}
 	addr := net.JoinHostPort(local.String(), strconv.Itoa(int(c.port)))
 	pc, err := lc.ListenPacket(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("underlay: open ESP-in-UDP socket on %s: %w", addr, err)
 	}
-	conn := pc.(*net.UDPConn)
-	if network == "udp6" {
-		err = ipv6.NewPacketConn(conn).SetControlMessage(ipv6.FlagDst|ipv6.FlagTrafficClass|ipv6.FlagHopLimit, true)
-	} else {
-		err = ipv4.NewPacketConn(conn).SetControlMessage(ipv4.FlagDst|ipv4.FlagTTL, true)
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("underlay: control messages on %s: %w", addr, err)
-	}
-	return conn, nil
+	return pc.(*net.UDPConn), nil
 }
 
 // Close closes every socket; blocked receives return.
