@@ -1,8 +1,10 @@
 package offload
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"testing"
 
 	"vnic/sadb"
@@ -293,5 +295,106 @@ func TestDeletedSA(t *testing.T) {
 	}
 	if r, _ := ReasonOf(ErrOutDead); r != sadb.OutNoStates {
 		t.Fatalf("counted as %v", r)
+	}
+}
+
+// TestNATTransportChecksum: in transport mode over ESP-in-UDP, a NAT
+// rewrites the outer source address, which becomes the delivered packet's
+// source, while the TCP or UDP checksum inside was computed with the
+// sender's own address. Decapsulate must deliver a checksum that is valid
+// for the addresses delivered (RFC 3948 §3.1.2), and nothing else changed.
+func TestNATTransportChecksum(t *testing.T) {
+	for _, c := range []struct {
+		name                 string
+		private, public, dst netip.Addr
+		proto                byte
+	}{
+		{"tcp4", netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("198.51.100.7"), v4b, protoTCP},
+		{"udp4", netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("198.51.100.7"), v4b, protoUDP},
+		{"tcp6", netip.MustParseAddr("fd00::1"), netip.MustParseAddr("2001:db8:99::1"), v6b, protoTCP},
+		{"udp6", netip.MustParseAddr("fd00::1"), netip.MustParseAddr("2001:db8:99::1"), v6b, protoUDP},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := sadb.Config{Mode: sadb.Transport, Src: c.private, Dst: c.dst, SPI: 0x2000, Algo: gcm128(), Encap: sadb.Encap{UDP: true}}
+			out, _ := pair(t, cfg)
+			cfg.Src = c.public // the receiver knows the sender by its NAT address
+			_, in := pair(t, cfg)
+
+			// The sender's packet, its checksum made with its own address.
+			buf := newBuf()
+			hl := ipv4MinHeader
+			if c.dst.Is6() {
+				hl = ipv6Header
+			}
+			end := udpPacket(buf, Headroom, c.private, c.dst, 5000, 80, 100)
+			pkt := buf[Headroom:end]
+			seg := pkt[hl:]
+			if c.proto == protoTCP { // the same bytes as a TCP segment
+				if hl == ipv6Header {
+					pkt[6] = protoTCP
+				} else {
+					pkt[9] = protoTCP
+					ipv4(pkt).setChecksum()
+				}
+				seg[12] = 5 << 4 // data offset: 20 bytes
+				setRefChecksum(pkt[:hl], protoTCP, seg)
+			}
+			sent := bytes.Clone(pkt)
+			sp, _, err := Encapsulate(out, buf, Headroom, end)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// The NAT: new outer source (and port), header checksum fixed.
+			wire := buf[sp.Start:sp.End]
+			if c.dst.Is4() {
+				a := c.public.As4()
+				copy(wire[12:16], a[:])
+				ipv4(wire).setChecksum()
+				binary.BigEndian.PutUint16(wire[ipv4MinHeader:], 31000)
+			} else {
+				a := c.public.As16()
+				copy(wire[8:24], a[:])
+				setUDP6Checksum(ipv6(wire), wire[ipv6Header:])
+			}
+			h, kind, err := Parse(buf, sp.Start, sp.End)
+			if err != nil || kind != KindESP {
+				t.Fatalf("Parse: %v, kind %d", err, kind)
+			}
+			got, _, err := Decapsulate(in, &h, buf, sp.Start)
+			if err != nil {
+				t.Fatalf("Decapsulate: %v", err)
+			}
+			d := buf[got.Start:got.End]
+			if len(d) != len(sent) {
+				t.Fatalf("delivered %d bytes, sent %d", len(d), len(sent))
+			}
+			var src netip.Addr
+			if c.dst.Is4() {
+				src = ipv4(d).src()
+			} else {
+				src = ipv6(d).src()
+			}
+			if src != c.public {
+				t.Fatalf("delivered from %v, want the NAT address %v", src, c.public)
+			}
+			// Valid for the delivered addresses: the checksum that the
+			// model computes is the one delivered.
+			want := bytes.Clone(d)
+			setRefChecksum(want[:hl], c.proto, want[hl:])
+			if !bytes.Equal(d, want) {
+				t.Errorf("delivered checksum is not valid for %v -> %v:\n got %x\nwant %x", src, c.dst, d[hl:hl+20], want[hl:hl+20])
+			}
+			// And nothing but the addresses and checksums changed.
+			ck := map[byte]int{protoTCP: 16, protoUDP: 6}[c.proto]
+			for i := range d[hl:] {
+				if (i < ck || i > ck+1) && d[hl+i] != sent[hl+i] {
+					t.Fatalf("delivered segment differs from the sent one at byte %d", i)
+				}
+			}
+			if bytes.Equal(d[hl+ck:hl+ck+2], sent[hl+ck:hl+ck+2]) {
+				t.Error("checksum unchanged although the source address changed")
+			}
+		})
 	}
 }

@@ -231,15 +231,17 @@ type sealedPacket struct {
 // inner packet its own header delimits (TFC padding after it dropped); in
 // transport mode the outer IP header, naming the next header of the
 // trailer and with its length (and IPv4 checksum) fixed, then the
-// payload. It reports false when the trailer does not delimit a payload.
-func (p *sealedPacket) want(mode sadb.Mode) ([]byte, bool) {
+// payload; with ESP-in-UDP, a TCP or UDP payload's checksum is the one
+// refChecksum finds for the delivered addresses (RFC 3948 §3.1.2). It
+// reports false when the trailer does not delimit a payload.
+func (p *sealedPacket) want(cfg *sadb.Config) ([]byte, bool) {
 	n := len(p.plain)
 	padLen, next := int(p.plain[n-2]), p.plain[n-1]
 	if n-espTrailer-padLen < 0 {
 		return nil, false
 	}
 	payload := p.plain[:n-espTrailer-padLen]
-	if mode == sadb.Tunnel {
+	if cfg.Mode == sadb.Tunnel {
 		switch {
 		case len(payload) >= ipv4MinHeader && payload[0]>>4 == 4 && ipv4(payload).totalLen() <= len(payload):
 			return payload[:ipv4(payload).totalLen()], true
@@ -261,7 +263,52 @@ func (p *sealedPacket) want(mode sadb.Mode) ([]byte, bool) {
 		}
 		ipv6(out).setPayloadLen(len(out) - ipv6Header)
 	}
+	if cfg.Encap.UDP {
+		setRefChecksum(out[:len(p.ip)], next, out[len(p.ip):])
+	}
 	return out, true
+}
+
+// setRefChecksum is the test's own model of the NAT-T fix-up: it sets the
+// checksum of a TCP segment or UDP datagram (up to its UDP length) seg to
+// the RFC 1071 sum over the pseudo-header of ip, computed from scratch
+// 16 bits at a time; it leaves alone what Decapsulate must leave alone (a
+// zero UDP checksum, a segment too short, a UDP length that does not fit).
+func setRefChecksum(ip []byte, proto byte, seg []byte) {
+	at := map[byte]int{protoTCP: 16, protoUDP: 6}
+	off, ok := at[proto]
+	if !ok || len(seg) < off+2 {
+		return
+	}
+	if proto == protoUDP {
+		n := int(seg[4])<<8 | int(seg[5])
+		if n < 8 || n > len(seg) || seg[6] == 0 && seg[7] == 0 {
+			return
+		}
+		seg = seg[:n]
+	}
+	var pseudo []byte
+	if ip[0]>>4 == 4 {
+		pseudo = append(pseudo, ip[12:20]...)
+	} else {
+		pseudo = append(pseudo, ip[8:40]...)
+	}
+	pseudo = append(pseudo, byte(len(seg)>>24), byte(len(seg)>>16), byte(len(seg)>>8), byte(len(seg)), 0, 0, 0, proto)
+	seg[off], seg[off+1] = 0, 0
+	all := append(pseudo, seg...)
+	if len(all)%2 == 1 {
+		all = append(all, 0)
+	}
+	var acc uint32
+	for i := 0; i < len(all); i += 2 {
+		acc += uint32(all[i])<<8 | uint32(all[i+1])
+		acc = acc&0xffff + acc>>16
+	}
+	c := ^uint16(acc)
+	if c == 0 && proto == protoUDP {
+		c = 0xffff
+	}
+	seg[off], seg[off+1] = byte(c>>8), byte(c)
 }
 
 // decapResult is what one pass of a packet through Parse and Decapsulate
@@ -426,7 +473,7 @@ func FuzzDecapsulate(f *testing.F) {
 		first := decapOnce(t, sa, buf, start, end)
 		if first.err == nil && sealed.buf != nil {
 			got := buf[first.sp.Start:first.sp.End]
-			if want, ok := sealed.want(sa.Config.Mode); !ok || !bytes.Equal(got, want) {
+			if want, ok := sealed.want(&sa.Config); !ok || !bytes.Equal(got, want) {
 				t.Fatalf("delivered %x\nwant      %x (%v)", got, want, ok)
 			}
 		}
@@ -753,7 +800,7 @@ func TestDecapsulateFuzzHarness(t *testing.T) {
 					if r.parseErr != nil || r.err != c.want {
 						t.Fatalf("Parse: %v, Decapsulate: %v, want %v", r.parseErr, r.err, c.want)
 					}
-					if want, _ := p.want(cfg.Mode); r.err == nil && !bytes.Equal(p.buf[r.sp.Start:r.sp.End], want) {
+					if want, _ := p.want(&cfg); r.err == nil && !bytes.Equal(p.buf[r.sp.Start:r.sp.End], want) {
 						t.Fatalf("delivered %x\nwant      %x", p.buf[r.sp.Start:r.sp.End], want)
 					}
 				})

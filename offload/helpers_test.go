@@ -55,8 +55,8 @@ var (
 	in6b     = netip.MustParseAddr("fd00:2::1")
 )
 
-// udpPacket builds an IPv4 or IPv6 UDP packet with n payload bytes at
-// buf[off:], and returns its end.
+// udpPacket builds an IPv4 or IPv6 UDP packet with n payload bytes and a
+// valid checksum at buf[off:], and returns its end.
 func udpPacket(buf []byte, off int, src, dst netip.Addr, sport, dport uint16, n int) int {
 	p := buf[off:]
 	var l4 int
@@ -89,6 +89,7 @@ func udpPacket(buf []byte, off int, src, dst netip.Addr, sport, dport uint16, n 
 	for i := range n {
 		u[8+i] = byte(i*13 + 7)
 	}
+	binary.BigEndian.PutUint16(u[6:], l4Checksum(p, protoUDP, u[:8+n]))
 	return off + l4 + 8 + n
 }
 

@@ -220,6 +220,11 @@ func decapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, 
 		propagateCE(buf[ps:ps+n], h.tos)
 	} else {
 		out = rebuildTransport(buf, start, h, ps, pe, next)
+		if h.UDP && (next == protoTCP || next == protoUDP) {
+			// NAT-T: a NAT may have rewritten the addresses the
+			// sender's checksum covers; the ICV vouched for the data.
+			setTransportChecksum(buf[out.Start:out.End], next, buf[ps:pe])
+		}
 	}
 	if !matchInner(sa, buf[out.Start:out.End]) {
 		return Span{}, ev, ErrSelector

@@ -89,23 +89,59 @@ func fold(acc uint64) uint16 {
 	return uint16(acc)
 }
 
-// udp6Checksum returns the UDP checksum of seg (header with a zero checksum
-// field, and payload) between the IPv6 addresses in hdr.
-func udp6Checksum(hdr ipv6, seg []byte) uint16 {
-	acc := sum(hdr[8:40], 0)
-	acc += uint64(len(seg)) + protoUDP
+// l4Checksum returns the TCP or UDP checksum of seg (its header, with a
+// zero checksum field, and payload) under the pseudo-header of the IPv4 or
+// IPv6 header hdr.
+func l4Checksum(hdr []byte, proto uint8, seg []byte) uint16 {
+	var acc uint64
+	if hdr[0]>>4 == 4 {
+		acc = sum(hdr[12:20], 0)
+	} else {
+		acc = sum(hdr[8:40], 0)
+	}
+	acc += uint64(len(seg)) + uint64(proto)
 	c := ^fold(sum(seg, acc))
-	if c == 0 {
-		c = 0xffff
+	if c == 0 && proto == protoUDP {
+		c = 0xffff // 0 means "no checksum" in UDP
 	}
 	return c
 }
+
+// udp6Checksum returns the UDP checksum of seg (header with a zero checksum
+// field, and payload) between the IPv6 addresses in hdr.
+func udp6Checksum(hdr ipv6, seg []byte) uint16 { return l4Checksum(hdr, protoUDP, seg) }
 
 // setUDP6Checksum fills in the checksum field of seg, a UDP header and its
 // payload, between the IPv6 addresses in hdr.
 func setUDP6Checksum(hdr ipv6, seg []byte) {
 	binary.BigEndian.PutUint16(seg[6:], 0)
 	binary.BigEndian.PutUint16(seg[6:], udp6Checksum(hdr, seg))
+}
+
+// setTransportChecksum recomputes the TCP or UDP checksum of seg under
+// the addresses of hdr (RFC 3948 §3.1.2 step 4, for NAT-T transport mode:
+// the sender computed it with addresses a NAT has since rewritten). A
+// zero UDP checksum stays zero (over IPv4 it means none; over IPv6 the
+// stack drops it, as the kernel's own NAT-T would); a segment too short
+// to hold its checksum, or a UDP length that does not fit, is left alone.
+func setTransportChecksum(hdr []byte, proto uint8, seg []byte) {
+	off := 6 // UDP
+	if proto == protoTCP {
+		off = 16
+	}
+	if len(seg) < off+2 {
+		return
+	}
+	if proto == protoUDP {
+		// The datagram ends where its length says: TFC padding may follow.
+		n := int(binary.BigEndian.Uint16(seg[4:]))
+		if n < udpHeader || n > len(seg) || binary.BigEndian.Uint16(seg[6:]) == 0 {
+			return
+		}
+		seg = seg[:n]
+	}
+	binary.BigEndian.PutUint16(seg[off:], 0)
+	binary.BigEndian.PutUint16(seg[off:], l4Checksum(hdr, proto, seg))
 }
 
 // ECN codepoints (RFC 3168).
