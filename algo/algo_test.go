@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"vnic/internal/testutil"
 	"vnic/ndis"
 )
 
@@ -205,7 +206,7 @@ func TestWipe(t *testing.T) {
 }
 
 func TestNoAllocs(t *testing.T) {
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
 	}
 	for name, s := range specs() {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"vnic/internal/testutil"
 	"vnic/oid"
 )
 
@@ -663,54 +664,7 @@ func TestControlSocketFaults(t *testing.T) {
 	// (a capabilities request padded with blanks), then, once all have,
 	// the rest of it.
 	const clients = 1000
-	pad := bytes.Repeat([]byte(" "), 256<<10)
-	var (
-		wg              sync.WaitGroup
-		begun           sync.WaitGroup
-		served, refused atomic.Int64
-		mu              sync.Mutex
-		other           []string
-		conns           = make([]net.Conn, clients)
-		finish          = make(chan struct{})
-	)
-	begun.Add(clients)
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.DialTimeout("unix", a.sock, time.Minute)
-			if err != nil {
-				begun.Done()
-				mu.Lock()
-				other = append(other, "dial: "+err.Error())
-				mu.Unlock()
-				return
-			}
-			conns[i] = c
-			c.SetDeadline(time.Now().Add(2 * time.Minute))
-			// A refused client's writes fail once the daemon has closed:
-			// its answer is waiting to be read all the same.
-			c.Write([]byte(fmt.Sprintf(`{"id":%d,"oid":"OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES"`, i)))
-			c.Write(pad)
-			begun.Done()
-			<-finish
-			c.Write([]byte("}\n"))
-			line, err := bufio.NewReader(c).ReadBytes('\n')
-			var m map[string]any
-			json.Unmarshal(line, &m)
-			switch {
-			case err == nil && m["status"] == "NDIS_STATUS_SUCCESS" && m["id"] == float64(i):
-				served.Add(1)
-			case err == nil && m["status"] == "NDIS_STATUS_RESOURCES" && strings.Contains(fmt.Sprint(m["reason"]), "too many connections"):
-				refused.Add(1)
-			default:
-				mu.Lock()
-				other = append(other, fmt.Sprintf("%v %q", err, line))
-				mu.Unlock()
-			}
-		}()
-	}
-	begun.Wait()
+	crowd := testutil.NewCrowd(a.sock, clients, 256<<10, time.Minute)
 	// All connected: the CLI is refused, and says why.
 	out, err := a.try("caps")
 	if err == nil || !strings.Contains(out, "too many connections") || !strings.Contains(out, "NDIS_STATUS_RESOURCES") {
@@ -719,21 +673,16 @@ func TestControlSocketFaults(t *testing.T) {
 	t.Logf("the CLI with %d connections open: %s", clients, strings.TrimSpace(out))
 	time.Sleep(500 * time.Millisecond) // let the daemon read what is on its sockets
 	rss2, hwm2 := procStatus(t, pid)
-	close(finish)
-	wg.Wait()
-	for _, c := range conns {
-		if c != nil {
-			c.Close()
-		}
-	}
-	t.Logf("%d clients: %d served, %d refused", clients, served.Load(), refused.Load())
+	served, refused, other := crowd.Finish()
+	crowd.Close()
+	t.Logf("%d clients: %d served, %d refused", clients, served, refused)
 	for _, o := range other {
 		t.Errorf("a client got neither an answer nor a refusal: %s", o)
 	}
 	// The silent client holds a slot; so may, for a moment, the 100 MB
 	// client and a CLI call that have just closed.
-	if s := served.Load(); s > oid.DefaultMaxConns-1 || s < oid.DefaultMaxConns-3 || s+refused.Load() != clients {
-		t.Errorf("served %d, refused %d: want %d served (the limit, less the silent client) and the rest refused", s, refused.Load(), oid.DefaultMaxConns-1)
+	if served > oid.DefaultMaxConns-1 || served < oid.DefaultMaxConns-3 || served+refused != clients {
+		t.Errorf("served %d, refused %d: want %d served (the limit, less the silent client) and the rest refused", served, refused, oid.DefaultMaxConns-1)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vnic/internal/testutil"
 )
 
 // TestKeyGrepFullSession runs a whole session against two daemons with
@@ -29,16 +29,11 @@ func TestKeyGrepFullSession(t *testing.T) {
 	a, b := tp.a, tp.b
 	tp.startPair(t)
 
-	// Known, distinctive keys: SHA-256 of a label, as long as needed.
+	// Known, distinctive keys, one for each label.
 	keys := map[string][]byte{}
 	key := func(label string, n int) string {
-		var k []byte
-		for i := 0; len(k) < n; i++ {
-			s := sha256.Sum256([]byte(fmt.Sprintf("vnic key grep %s %d", label, i)))
-			k = append(k, s[:]...)
-		}
-		keys[label] = k[:n]
-		return "0x" + hex.EncodeToString(k[:n])
+		keys[label] = testutil.KnownKey(label, n)
+		return "0x" + hex.EncodeToString(keys[label])
 	}
 	gcm128, gcm256 := key("gcm128", 20), key("gcm256", 36)
 	chacha, chachaWrong := key("chacha", 36), key("chacha-wrong", 36)
@@ -220,24 +215,12 @@ func TestKeyGrepFullSession(t *testing.T) {
 	}
 
 	for label, k := range keys {
-		forms := map[string][]byte{
-			"raw":           k,
-			"hex":           []byte(hex.EncodeToString(k)),
-			"HEX":           []byte(strings.ToUpper(hex.EncodeToString(k))),
-			"hex first 8":   []byte(hex.EncodeToString(k[:8])),
-			"HEX first 8":   []byte(strings.ToUpper(hex.EncodeToString(k[:8]))),
-			"hex last 8":    []byte(hex.EncodeToString(k[len(k)-8:])),
-			"base64":        []byte(base64.StdEncoding.EncodeToString(k)),
-			"base64 first":  []byte(base64.RawStdEncoding.EncodeToString(k[:12])),
-			"base64url":     []byte(base64.RawURLEncoding.EncodeToString(k)),
-			"bytes as text": []byte(fmt.Sprint(k[:8])[1 : len(fmt.Sprint(k[:8]))-1]),
-		}
 		for src, text := range sources {
-			for form, f := range forms {
-				if i := bytes.Index([]byte(text), f); i >= 0 {
-					lo, hi := max(0, i-80), min(len(text), i+len(f)+80)
-					t.Errorf("the %s key (%s) is in %s: ...%s...", label, form, src,
-						strings.ReplaceAll(text[lo:hi], string(f), "<KEY>"))
+			for _, f := range testutil.KeyForms(k) {
+				if i := bytes.Index([]byte(text), f.Text); i >= 0 {
+					lo, hi := max(0, i-80), min(len(text), i+len(f.Text)+80)
+					t.Errorf("the %s key (%s) is in %s: ...%s...", label, f.Name, src,
+						strings.ReplaceAll(text[lo:hi], string(f.Text), "<KEY>"))
 				}
 			}
 		}

@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"crypto/rand"
 	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"vnic/internal/testutil"
 )
 
 // algorithms is every transform vnic offers, as `vnic sa add` words with
@@ -26,23 +29,13 @@ var algorithms = []struct {
 	{"null-sha256", "enc ecb(cipher_null) '' auth-trunc hmac(sha256) 0xKEY32 128"},
 }
 
-var keyWord = regexp.MustCompile(`0xKEY(\d+)`)
-
-// withKeys replaces each 0xKEYn with n random bytes.
+// withKeys splits words, each 0xKEYn filled with n random bytes.
 func withKeys(words string) []string {
-	words = keyWord.ReplaceAllStringFunc(words, func(m string) string {
-		var n int
-		fmt.Sscan(m[5:], &n)
-		return "0x" + randHex(n)
-	})
-	var out []string
-	for _, w := range strings.Fields(words) {
-		if w == "''" {
-			w = ""
-		}
-		out = append(out, w)
-	}
-	return out
+	return testutil.Words(testutil.FillKeys(words, func(n int) []byte {
+		k := make([]byte, n)
+		rand.Read(k)
+		return k
+	}))
 }
 
 var handleRE = regexp.MustCompile(`handle (\d+)`)

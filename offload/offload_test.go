@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"vnic/algo"
+	"vnic/internal/testutil"
 	"vnic/ndis"
 	"vnic/sadb"
 )
@@ -152,7 +153,7 @@ func checkOuter(t *testing.T, wire []byte, tp topo, udp bool, spi uint32) {
 // every algorithm (the race detector's sync.Pool makes counts meaningless,
 // so scripts/test.sh runs this once more without it).
 func TestNoAllocs(t *testing.T) {
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		t.Skip("allocation counts are meaningless under the race detector")
 	}
 	for name, spec := range allSpecs() {

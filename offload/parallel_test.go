@@ -17,6 +17,7 @@ import (
 
 	"vnic/algo"
 	"vnic/event"
+	"vnic/internal/testutil"
 	"vnic/sadb"
 )
 
@@ -319,7 +320,7 @@ func (nullTUN) Write(bufs [][]byte, _ int) (int, error) { return len(bufs), nil 
 // sharing it, allocates nothing per batch: numbering and sealing a batch
 // of 64 packets, and opening, finishing and writing one.
 func TestEngineBatchNoAllocs(t *testing.T) {
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		t.Skip("the race detector allocates")
 	}
 	ctx, cancel := context.WithCancel(context.Background())

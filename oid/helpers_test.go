@@ -4,18 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"vnic/event"
+	"vnic/internal/testutil"
 	"vnic/ndis"
 	"vnic/sadb"
 )
@@ -56,30 +55,12 @@ func (f *fakeDev) RequestDelete(h sadb.Handle) error {
 func (f *fakeDev) Events() *event.Bus { return &f.bus }
 func (f *fakeDev) Generation() uint64 { return 42 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testServer is a server on a Unix socket in a temporary directory.
 type testServer struct {
 	dev  *fakeDev
 	srv  *Server
 	path string
-	log  *syncBuffer
+	log  *testutil.LockedBuffer
 	stop func() error
 }
 
@@ -96,7 +77,7 @@ func socketDir(t testing.TB) string {
 
 func startServer(t testing.TB, capacity int, tweak ...func(*Server)) *testServer {
 	t.Helper()
-	ts := &testServer{dev: newFakeDev(capacity), log: &syncBuffer{}}
+	ts := &testServer{dev: newFakeDev(capacity), log: &testutil.LockedBuffer{}}
 	ts.path = filepath.Join(socketDir(t), "vnic0.sock")
 	ln, err := Listen(ts.path)
 	if err != nil {
@@ -232,11 +213,4 @@ func mustJSON(t testing.TB, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-// containsKey reports whether b holds key in raw or hex form.
-func containsKey(b, key []byte) bool {
-	h := hex.EncodeToString(key)
-	return bytes.Contains(b, key) || bytes.Contains(bytes.ToLower(b), []byte(h)) ||
-		strings.Contains(string(b), hex.EncodeToString(key[:8]))
 }

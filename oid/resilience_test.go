@@ -13,7 +13,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
@@ -21,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vnic/internal/testutil"
 	"vnic/ndis"
 )
 
@@ -337,78 +337,27 @@ func waitServed(t *testing.T, path string) {
 func TestThousandClients(t *testing.T) {
 	const clients = 1000
 	ts := startServer(t, 16)
-	pad := bytes.Repeat([]byte(" "), 64<<10)
 	hs := sampleHeap()
-	var (
-		wg              sync.WaitGroup
-		begun           sync.WaitGroup
-		served, refused atomic.Int64
-		mu              sync.Mutex
-		other           []string
-		conns           = make([]net.Conn, clients)
-		finish          = make(chan struct{})
-	)
-	begun.Add(clients)
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.DialTimeout("unix", ts.path, 30*time.Second)
-			if err != nil {
-				begun.Done()
-				mu.Lock()
-				other = append(other, "dial: "+err.Error())
-				mu.Unlock()
-				return
-			}
-			conns[i] = c
-			c.SetDeadline(time.Now().Add(60 * time.Second))
-			// A refused client's writes fail once the server has closed;
-			// its answer is there to read all the same.
-			c.Write([]byte(fmt.Sprintf(`{"id":%d,"oid":"OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES"`, i)))
-			c.Write(pad)
-			begun.Done()
-			<-finish
-			c.Write([]byte("}\n"))
-			line, err := bufio.NewReaderSize(c, 8<<10).ReadBytes('\n')
-			m := decodeLineErr(line)
-			switch {
-			case err == nil && m["status"] == "NDIS_STATUS_SUCCESS" && m["id"] == float64(i):
-				served.Add(1)
-			case err == nil && m["status"] == "NDIS_STATUS_RESOURCES" && strings.Contains(str(m["reason"]), "too many connections"):
-				refused.Add(1)
-			default:
-				mu.Lock()
-				other = append(other, fmt.Sprintf("%v %q", err, line))
-				mu.Unlock()
-			}
-		}()
-	}
-	begun.Wait()
+	crowd := testutil.NewCrowd(ts.path, clients, 64<<10, 30*time.Second)
 	time.Sleep(200 * time.Millisecond) // let the server read what is on its sockets
-	close(finish)
-	wg.Wait()
+	served, refused, other := crowd.Finish()
 	peak, _ := hs.end()
-	t.Logf("%d clients: %d served, %d refused; live heap grew by at most %.1f MiB", clients, served.Load(), refused.Load(), float64(peak)/mib)
+	t.Logf("%d clients: %d served, %d refused; live heap grew by at most %.1f MiB", clients, served, refused, float64(peak)/mib)
 	for _, o := range other {
 		t.Errorf("a client got neither an answer nor a refusal: %s", o)
 	}
-	if served.Load() != DefaultMaxConns || refused.Load() != clients-DefaultMaxConns {
-		t.Errorf("served %d, refused %d: want %d and %d", served.Load(), refused.Load(), DefaultMaxConns, clients-DefaultMaxConns)
+	if served != DefaultMaxConns || refused != clients-DefaultMaxConns {
+		t.Errorf("served %d, refused %d: want %d and %d", served, refused, DefaultMaxConns, clients-DefaultMaxConns)
 	}
 	// A served connection holds a 64 KiB buffer and a 64 KiB line (128
 	// KiB as append grows it), and its answer decodes a copy: under 256
-	// KiB, 16 MiB for 64. The test's own clients add their readers (8 MiB)
+	// KiB, 16 MiB for 64. The test's own clients add their readers (4 MiB)
 	// and connections. Without the limit the server alone would hold over
 	// 190 MiB.
 	if peak > 64*mib {
 		t.Errorf("1000 clients made the heap grow by %.1f MiB, want less than 64 MiB", float64(peak)/mib)
 	}
-	for _, c := range conns {
-		if c != nil {
-			c.Close()
-		}
-	}
+	crowd.Close()
 	waitServed(t, ts.path)
 }
 
@@ -469,10 +418,10 @@ func TestKeysNotEchoed(t *testing.T) {
 			t.Errorf("%s: succeeded: %v", redactHex(line), m)
 		}
 	}
-	if out := rc.seen.Bytes(); containsKey(out, key) {
+	if out := rc.seen.Bytes(); testutil.ContainsKey(out, key) {
 		t.Errorf("a key appears in an answer:\n%s", out)
 	}
-	if log := ts.log.String(); containsKey([]byte(log), key) {
+	if log := ts.log.String(); testutil.ContainsKey([]byte(log), key) {
 		t.Errorf("a key appears in the log:\n%s", log)
 	}
 }

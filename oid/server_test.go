@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vnic/event"
+	"vnic/internal/testutil"
 	"vnic/ndis"
 	"vnic/sadb"
 )
@@ -314,10 +315,10 @@ func TestKeysNeverShown(t *testing.T) {
 
 	out := rc.seen.Bytes()
 	for name, k := range map[string][]byte{"gcm": gcmKey, "cbc": cbcKey, "mac": macKey, "short": shortKey} {
-		if containsKey(out, k) {
+		if testutil.ContainsKey(out, k) {
 			t.Errorf("the %s key appears in a response:\n%s", name, out)
 		}
-		if containsKey([]byte(ts.log.String()), k) {
+		if testutil.ContainsKey([]byte(ts.log.String()), k) {
 			t.Errorf("the %s key appears in the log:\n%s", name, ts.log.String())
 		}
 	}
@@ -325,7 +326,7 @@ func TestKeysNeverShown(t *testing.T) {
 		t.Errorf("query shows no redacted keys:\n%s", out)
 	}
 	// fmt never prints a Key.
-	if s := fmt.Sprintf("%v %x %s %#v %+v", Key(gcmKey), Key(gcmKey), Key(gcmKey), Key(gcmKey), cbc); containsKey([]byte(s), gcmKey) || containsKey([]byte(s), cbcKey) {
+	if s := fmt.Sprintf("%v %x %s %#v %+v", Key(gcmKey), Key(gcmKey), Key(gcmKey), Key(gcmKey), cbc); testutil.ContainsKey([]byte(s), gcmKey) || testutil.ContainsKey([]byte(s), cbcKey) {
 		t.Errorf("fmt shows a key: %s", s)
 	}
 }

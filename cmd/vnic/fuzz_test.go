@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"vnic/internal/testutil"
 	"vnic/oid"
 )
 
@@ -35,12 +36,12 @@ func FuzzParseSAAdd(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		b, err := parseSAAdd(words(line))
+		b, err := parseSAAdd(testutil.Words(line))
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error message")
 			}
-			for _, w := range words(line) {
+			for _, w := range testutil.Words(line) {
 				if hexRun.MatchString(w) && strings.Contains(err.Error(), strconv.Quote(w)) {
 					t.Fatalf("error quotes a possible key %q: %v", w, err)
 				}

@@ -3,15 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"vnic/event"
+	"vnic/internal/testutil"
 	"vnic/ndis"
 	"vnic/oid"
 	"vnic/sadb"
@@ -78,7 +79,8 @@ func vnic(ctx context.Context, args ...string) (int, string, string) {
 func TestCLI(t *testing.T) {
 	_, sock := startTestDaemon(t)
 	ctx := context.Background()
-	key := strings.Repeat("c3", 20)
+	k := testutil.KnownKey("cli", 20)
+	key := hex.EncodeToString(k)
 	steps := []struct {
 		args []string
 		code int
@@ -130,7 +132,7 @@ func TestCLI(t *testing.T) {
 				t.Errorf("vnic %s: stdout lacks %q:\n%s", strings.Join(s.args, " "), o, out)
 			}
 		}
-		if strings.Contains(out+errs, key) || strings.Contains(out+errs, strings.ToUpper(key)) {
+		if testutil.ContainsKey([]byte(out+errs), k) {
 			t.Errorf("vnic %s printed the key", strings.Join(s.args, " "))
 		}
 	}
@@ -140,7 +142,7 @@ func TestCLIEvents(t *testing.T) {
 	d, sock := startTestDaemon(t)
 	for _, asJSON := range []bool{false, true} {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out lockedBuffer
+		var out testutil.LockedBuffer
 		done := make(chan int, 1)
 		args := []string{"--socket", sock, "events"}
 		if asJSON {
@@ -166,23 +168,6 @@ func TestCLIEvents(t *testing.T) {
 			t.Errorf("events line = %q", line)
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestOptions(t *testing.T) {

@@ -1,7 +1,0 @@
-//go:build race
-
-package algo
-
-// raceEnabled: the race detector makes sync.Pool drop items at random, so
-// allocation counts mean nothing.
-const raceEnabled = true
