@@ -25,7 +25,10 @@ type TUN interface {
 
 // Wire is the underlay side: it sends whole outer packets, in batches.
 type Wire interface {
-	SendBatch(pkts [][]byte) error
+	// SendBatch sends pkts, sets failed[i] (len(failed) >= len(pkts))
+	// to whether pkts[i] failed to go, and returns how many went and the
+	// first error.
+	SendBatch(pkts [][]byte, failed []bool) (sent int, err error)
 }
 
 // Options tune an Engine.
@@ -145,7 +148,8 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	n := dev.BatchSize()
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
-	b := &outBatch{jobs: make([]sealJob, 0, n), bufs: make([][]byte, 0, n)}
+	b := &outBatch{jobs: make([]sealJob, 0, n), bufs: make([][]byte, 0, n), sizes: make([]int, 0, n)}
+	failed := make([]bool, n)
 	out := make([][]byte, 0, n)
 	for i := range bufs {
 		bufs[i] = make([]byte, Headroom+maxPacket+Tailroom)
@@ -164,14 +168,13 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			}
 			e.counts[cntReadErrors].Add(1)
 		}
-		b.jobs, b.bufs, out = b.jobs[:0], b.bufs[:0], out[:0]
-		var bytes uint64
+		b.jobs, b.bufs, b.sizes, out = b.jobs[:0], b.bufs[:0], b.sizes[:0], out[:0]
 		e.inflight.RLock()
 		for i := range count {
 			if j, ok := e.outbound(bufs[i], Headroom, Headroom+sizes[i]); ok {
 				b.jobs = append(b.jobs, j)
 				b.bufs = append(b.bufs, bufs[i])
-				bytes += uint64(sizes[i])
+				b.sizes = append(b.sizes, sizes[i])
 			}
 		}
 		e.cryptAll(b, len(b.jobs), &b.done)
@@ -179,13 +182,21 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			out = append(out, b.bufs[i][j.Start:j.End])
 		}
 		if len(out) > 0 {
-			if err := wire.SendBatch(out); err != nil {
-				// Part of the batch may have gone: the socket does not
-				// say which, so the whole batch counts as failed.
-				e.counts[cntSendErrors].Add(uint64(len(out)))
-			} else {
-				e.counts[cntOutPackets].Add(uint64(len(out)))
-				e.counts[cntOutBytes].Add(bytes)
+			// Each packet counts as sent or as a send error; failed
+			// says which, so the error itself is not needed. (The
+			// SA's counters took the packet when it was numbered.)
+			_, _ = wire.SendBatch(out, failed)
+			var sent, bytes uint64
+			for i, f := range failed[:len(out)] {
+				if !f {
+					sent++
+					bytes += uint64(b.sizes[i])
+				}
+			}
+			e.counts[cntOutPackets].Add(sent)
+			e.counts[cntOutBytes].Add(bytes)
+			if n := uint64(len(out)) - sent; n > 0 {
+				e.counts[cntSendErrors].Add(n)
 			}
 		}
 		e.inflight.RUnlock()
@@ -194,11 +205,13 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 }
 
 // outBatch holds the packets of one device read between encapBegin and
-// the send: jobs[i] is a packet in bufs[i].
+// the send: jobs[i] is a packet in bufs[i], sizes[i] bytes long before
+// encapsulation.
 type outBatch struct {
-	jobs []sealJob
-	bufs [][]byte
-	done sync.WaitGroup
+	jobs  []sealJob
+	bufs  [][]byte
+	sizes []int
+	done  sync.WaitGroup
 }
 
 func (b *outBatch) crypt(lo, hi int) {

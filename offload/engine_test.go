@@ -3,6 +3,7 @@ package offload
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -29,7 +30,8 @@ type wireTo struct {
 	log    []wireRecord
 }
 
-func (w *wireTo) SendBatch(pkts [][]byte) error {
+func (w *wireTo) SendBatch(pkts [][]byte, failed []bool) (int, error) {
+	clear(failed[:len(pkts)])
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, pkt := range pkts {
@@ -46,7 +48,7 @@ func (w *wireTo) SendBatch(pkts [][]byte) error {
 		w.rx.Add(buf, 128, 128+len(pkt))
 	}
 	w.rx.Flush()
-	return nil
+	return len(pkts), nil
 }
 
 // records returns the ESP packets sent so far.
@@ -281,5 +283,65 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached in 5 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// oddWire refuses the packets at odd positions of each batch, as an
+// underlay does whose kernel takes part of a batch.
+type oddWire struct {
+	mu      sync.Mutex
+	batches []int // the size of each batch
+}
+
+func (w *oddWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.batches = append(w.batches, len(pkts))
+	sent := 0
+	for i := range pkts {
+		failed[i] = i%2 == 1
+		if !failed[i] {
+			sent++
+		}
+	}
+	if sent < len(pkts) {
+		return sent, errors.New("refused")
+	}
+	return sent, nil
+}
+
+// TestEngineCountsPartialSend: when the underlay sends part of a batch,
+// OutPackets and OutBytes count the packets that went, VnicOutSendError
+// the others; the SA counted every packet it numbered.
+func TestEngineCountsPartialSend(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := NewEngine(sadb.New(4), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	h := mustAdd(t, e.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x600, Algo: gcm128(),
+		Direction: sadb.Outbound, Encap: sadb.Encap{UDP: true}})[0]
+	dev, w := newBatchTUN(), &oddWire{}
+	defer close(dev.in)
+	go e.RunOutbound(ctx, dev, w)
+	plain := func(n int) []byte {
+		buf := make([]byte, 2048)
+		return buf[:udpPacket(buf, 0, in4a, in4b, 1, 2, n)]
+	}
+	batch, alone := [][]byte{plain(100), plain(200), plain(300), plain(400), plain(500)}, plain(600)
+	dev.in <- batch
+	dev.in <- [][]byte{alone} // at position 0: sent
+	waitFor(t, func() bool { s := e.Stats(); return s["OutPackets"]+s["VnicOutSendError"] == 6 })
+	s := e.Stats()
+	wantBytes := uint64(len(batch[0]) + len(batch[2]) + len(batch[4]) + len(alone))
+	if s["OutPackets"] != 4 || s["VnicOutSendError"] != 2 || s["OutBytes"] != wantBytes {
+		t.Errorf("OutPackets %d, VnicOutSendError %d, OutBytes %d; want 4, 2, %d",
+			s["OutPackets"], s["VnicOutSendError"], s["OutBytes"], wantBytes)
+	}
+	if n := e.table.Get(h).Counters.Packets.Load(); n != 6 {
+		t.Errorf("the SA counted %d packets, want 6 (every packet it numbered)", n)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.batches) != 2 || w.batches[0] != 5 {
+		t.Errorf("batches of %v packets, want [5 1]", w.batches)
 	}
 }

@@ -3,6 +3,7 @@ package underlay
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -40,12 +41,16 @@ type sender struct {
 	segs  [numKinds][]gsoState
 	gso   [numKinds][][]byte
 	oob   [numKinds][][]byte
+	// from[k] holds the index in the batch of each packet queued on kind
+	// k, in queue order: message i holds the next segs[k][i].n of them.
+	from [numKinds][]int
 	// gsoOff is set once the kernel refused UDP GSO.
 	gsoOff bool
 }
 
-// gsoState is what a UDP message holds: how many datagrams, the length of
-// the first (the segment size) and of the last, and the total.
+// gsoState is what a message holds: how many packets (one for a raw
+// message, the datagrams of a UDP one), and for UDP the length of the
+// first datagram (the segment size), of the last, and the total.
 type gsoState struct {
 	n, size, last, bytes int
 }
@@ -54,34 +59,53 @@ type gsoState struct {
 // IPv6 header, then ESP, or UDP and ESP. Raw packets go out with their
 // headers (sendmmsg on the HDRINCL sockets); UDP ones lose their headers to
 // the UDP sockets, and consecutive datagrams to one peer of one size are
-// sent as one UDP GSO super-datagram. It returns the first error; packets
-// it could not classify are skipped.
-func (c *Conn) SendBatch(pkts [][]byte) error {
+// sent as one UDP GSO super-datagram.
+//
+// Every packet is either handed to the kernel or fails: it cannot be
+// classified or has no socket, or the kernel refuses its message (a GSO
+// message fails as a whole, or, when it goes out split, from the first
+// datagram refused on). A failure does not stop the packets after it.
+// SendBatch returns how many packets went and the first error, and, when
+// failed is not nil (it must hold len(pkts)), sets failed[i] to whether
+// pkts[i] failed.
+func (c *Conn) SendBatch(pkts [][]byte, failed []bool) (sent int, err error) {
 	s := &c.send
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k := range s.queue {
-		s.queue[k] = s.queue[k][:0]
+		s.queue[k], s.from[k] = s.queue[k][:0], s.from[k][:0]
 	}
-	var first error
-	for _, p := range pkts {
-		if err := c.queue(p); err != nil && first == nil {
-			first = err
+	if failed != nil {
+		clear(failed[:len(pkts)])
+	}
+	for i, p := range pkts {
+		if e := c.queue(i, p); e != nil {
+			if err == nil {
+				err = e
+			}
+			if failed != nil {
+				failed[i] = true
+			}
 		}
 	}
 	for k := range numKinds {
-		if err := c.flush(k); err != nil && first == nil {
-			first = err
+		n, e := c.flush(k, failed)
+		sent += n
+		if e != nil && err == nil {
+			err = e
 		}
 	}
-	return first
+	return sent, err
 }
 
 // Send transmits one packet (see SendBatch).
-func (c *Conn) Send(pkt []byte) error { return c.SendBatch([][]byte{pkt}) }
+func (c *Conn) Send(pkt []byte) error {
+	_, err := c.SendBatch([][]byte{pkt}, nil)
+	return err
+}
 
-// queue adds one packet to its socket's batch.
-func (c *Conn) queue(pkt []byte) error {
+// queue adds packet i of the batch to its socket's messages.
+func (c *Conn) queue(i int, pkt []byte) error {
 	if len(pkt) < 20 {
 		return errors.New("underlay: packet too short")
 	}
@@ -93,13 +117,13 @@ func (c *Conn) queue(pkt []byte) error {
 			if c.udp4 == nil || len(pkt) < hl+8 {
 				return ErrNoSocket
 			}
-			c.queueUDP(kindUDP4, pkt[hl:], dst[:])
+			c.queueUDP(kindUDP4, i, pkt[hl:], dst[:])
 			return nil
 		}
 		if c.raw4 == nil {
 			return ErrNoSocket
 		}
-		c.queueRaw(kindRaw4, pkt, dst[:])
+		c.queueRaw(kindRaw4, i, pkt, dst[:])
 	case 6:
 		if len(pkt) < 40 {
 			return errors.New("underlay: packet too short")
@@ -109,7 +133,7 @@ func (c *Conn) queue(pkt []byte) error {
 			if c.udp6 == nil {
 				return ErrNoSocket
 			}
-			c.queueUDP(kindUDP6, pkt[udp:], dst[:])
+			c.queueUDP(kindUDP6, i, pkt[udp:], dst[:])
 			return nil
 		}
 		if c.raw6 == nil {
@@ -119,7 +143,7 @@ func (c *Conn) queue(pkt []byte) error {
 			src := c.local6.As16()
 			copy(pkt[8:24], src[:])
 		}
-		c.queueRaw(kindRaw6, pkt, dst[:])
+		c.queueRaw(kindRaw6, i, pkt, dst[:])
 	default:
 		return errors.New("underlay: not an IP packet")
 	}
@@ -146,20 +170,26 @@ func (s *sender) slot(k int) (*ipv4.Message, int) {
 	return m, i
 }
 
-func (c *Conn) queueRaw(k int, pkt, dst []byte) {
-	m, i := c.send.slot(k)
-	a := &c.send.ip[k][i]
+// queueRaw queues packet j of the batch, a whole IP packet, as a message.
+func (c *Conn) queueRaw(k, j int, pkt, dst []byte) {
+	s := &c.send
+	m, i := s.slot(k)
+	a := &s.ip[k][i]
 	a.IP = append(a.IP[:0], dst...)
 	m.Addr = a
 	m.Buffers = append(m.Buffers, pkt)
+	s.segs[k][i] = gsoState{n: 1}
+	s.from[k] = append(s.from[k], j)
 }
 
-// queueUDP queues a UDP segment (header and payload). It joins the
-// previous message as a GSO segment when it goes to the same peer, is no
-// larger than the segment size, and the previous message's last segment
-// was full size (the kernel allows only the last to be short).
-func (c *Conn) queueUDP(k int, seg, dst []byte) {
+// queueUDP queues packet j of the batch, a UDP segment (header and
+// payload). It joins the previous message as a GSO segment when it goes to
+// the same peer, is no larger than the segment size, and the previous
+// message's last segment was full size (the kernel allows only the last to
+// be short).
+func (c *Conn) queueUDP(k, j int, seg, dst []byte) {
 	s := &c.send
+	s.from[k] = append(s.from[k], j)
 	dport := binary.BigEndian.Uint16(seg[2:])
 	payload := seg[8:]
 	if n := len(s.queue[k]); n > 0 && !s.gsoOff {
@@ -207,43 +237,60 @@ func putSegmentCmsg(b []byte, size int) []byte {
 	return b[:unix.CmsgSpace(2)]
 }
 
-// flush sends the queued messages of kind k.
-func (c *Conn) flush(k int) error {
+// flush sends the queued messages of kind k, in as few sendmmsg calls as
+// it can. sendmmsg stops at the first message the kernel refuses: with an
+// error if that is the first, otherwise with the count of messages sent
+// (the error is lost; sending the rest again returns it). flush skips the
+// refused message and goes on with the next. It returns how many packets
+// went (every datagram of a GSO message counts) and the first error, and
+// marks in failed, if not nil, the packets that did not go.
+func (c *Conn) flush(k int, failed []bool) (sent int, first error) {
 	s := &c.send
-	ms := s.queue[k]
-	if len(ms) == 0 {
-		return nil
-	}
+	ms, segs, from := s.queue[k], s.segs[k], s.from[k]
 	send := c.batch[k]
 	write := func(m []ipv4.Message) (int, error) { return send(m, 0) }
-	var first error
-	for len(ms) > 0 {
-		n, err := write(ms)
-		if err != nil {
-			if (k == kindUDP4 || k == kindUDP6) && len(ms[0].OOB) > 0 && !s.gsoOff && gsoRefused(err) {
-				// Segments larger than the path's MTU are refused (with
-				// EINVAL) and go out split, which lets the kernel
-				// fragment them; the next batch tries GSO again. A
-				// refusal of small segments means the kernel or device
-				// cannot segment at all: split from now on.
-				if segmentSize(ms[0].OOB) <= minLinkPayload {
-					s.gsoOff = true
-				}
-				if err := c.sendSplit(write, &ms[0]); err != nil && first == nil {
-					first = err
-				}
-				ms = ms[1:]
-				continue
+	next := 0 // from[next] is the first packet of ms[i]
+	for i := 0; i < len(ms); {
+		n, err := write(ms[i:])
+		if err == nil && n > 0 {
+			for _, g := range segs[i : i+n] {
+				sent += g.n
+				next += g.n
 			}
+			i += n
+			continue
+		}
+		if err == nil {
+			err = io.ErrShortWrite // not from the kernel, which sends one or fails
+		}
+		m, count := &ms[i], segs[i].n
+		went := 0
+		if (k == kindUDP4 || k == kindUDP6) && len(m.OOB) > 0 && !s.gsoOff && gsoRefused(err) {
+			// Segments larger than the path's MTU are refused (with
+			// EINVAL) and go out split, which lets the kernel fragment
+			// them; the next batch tries GSO again. A refusal of small
+			// segments means the kernel or device cannot segment at
+			// all: split from now on.
+			if segmentSize(m.OOB) <= minLinkPayload {
+				s.gsoOff = true
+			}
+			went, err = c.sendSplit(write, m)
+		}
+		sent += went
+		if err != nil {
 			if first == nil {
 				first = err
 			}
-			ms = ms[1:] // skip the one that failed
-			continue
+			if failed != nil {
+				for _, j := range from[next+went : next+count] {
+					failed[j] = true
+				}
+			}
 		}
-		ms = ms[n:]
+		next += count
+		i++
 	}
-	return first
+	return sent, first
 }
 
 // gsoRefused reports whether err says UDP GSO is not available.
@@ -260,17 +307,21 @@ func segmentSize(oob []byte) int {
 	return int(binary.NativeEndian.Uint16(oob[unix.CmsgLen(0):]))
 }
 
-// sendSplit sends a GSO message as separate datagrams.
-func (c *Conn) sendSplit(write func([]ipv4.Message) (int, error), m *ipv4.Message) error {
+// sendSplit sends a GSO message as separate datagrams, until one fails
+// (the rest go to the same peer and are as large). It returns how many
+// went.
+func (c *Conn) sendSplit(write func([]ipv4.Message) (int, error), m *ipv4.Message) (int, error) {
 	size := segmentSize(m.OOB)
 	data := m.Buffers[0]
+	went := 0
 	for off := 0; off < len(data); off += size {
 		one := []ipv4.Message{{Buffers: [][]byte{data[off:min(off+size, len(data))]}, Addr: m.Addr}}
 		if _, err := write(one); err != nil {
-			return err
+			return went, err
 		}
+		went++
 	}
-	return nil
+	return went, nil
 }
 
 // udpOffset6 returns the offset of the UDP header of an IPv6 packet, if the

@@ -1,24 +1,46 @@
 package underlay
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"net"
+	"net/netip"
+	"slices"
 	"testing"
+	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"vnic/internal/testutil"
 )
 
-// udp4Packet builds an IPv4/UDP packet to dst:dport with n payload bytes.
-func udp4Packet(dst [4]byte, dport uint16, n int) []byte {
-	p := make([]byte, 28+n)
-	p[0], p[9] = 0x45, unix.IPPROTO_UDP
-	copy(p[16:], dst[:])
-	binary.BigEndian.PutUint16(p[22:], dport)
+// udpPacket builds an IPv4 or IPv6 UDP packet to dst:dport with n
+// payload bytes.
+func udpPacket(dst netip.Addr, dport uint16, n int) []byte {
+	hl := 20
+	if dst.Is6() {
+		hl = 40
+	}
+	p := make([]byte, hl+8+n)
+	if dst.Is4() {
+		p[0], p[9] = 0x45, unix.IPPROTO_UDP
+	} else {
+		p[0], p[6] = 0x60, unix.IPPROTO_UDP
+	}
+	copy(p[hl-len(dst.AsSlice()):hl], dst.AsSlice())
+	binary.BigEndian.PutUint16(p[hl+2:], dport)
 	for i := range n {
-		p[28+i] = byte(i)
+		p[hl+8+i] = byte(i)
 	}
 	return p
+}
+
+// udp4Packet is udpPacket to an IPv4 address given as bytes.
+func udp4Packet(dst [4]byte, dport uint16, n int) []byte {
+	return udpPacket(netip.AddrFrom4(dst), dport, n)
 }
 
 func raw4Packet(dst [4]byte, n int) []byte {
@@ -40,7 +62,7 @@ func TestQueueCoalesces(t *testing.T) {
 			c.send.queue[k] = c.send.queue[k][:0]
 		}
 		for range n {
-			if err := c.queue(raw4Packet(a, 100)); err != nil {
+			if err := c.queue(0, raw4Packet(a, 100)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -57,8 +79,8 @@ func TestQueueCoalesces(t *testing.T) {
 		udp4Packet(b, 4500, 1000), // other peer: new message
 		udp4Packet(b, 4501, 1000), // other port: new message
 	}
-	for _, p := range pkts {
-		if err := c.queue(p); err != nil {
+	for i, p := range pkts {
+		if err := c.queue(i, p); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,8 +160,8 @@ func TestGSORefusal(t *testing.T) {
 			return 1, nil
 		}
 		dst := [4]byte{192, 0, 2, 1}
-		if err := c.SendBatch([][]byte{udp4Packet(dst, 4500, tc.size), udp4Packet(dst, 4500, tc.size)}); err != nil {
-			t.Fatalf("%d bytes: %v", tc.size, err)
+		if n, err := c.SendBatch([][]byte{udp4Packet(dst, 4500, tc.size), udp4Packet(dst, 4500, tc.size)}, nil); n != 2 || err != nil {
+			t.Fatalf("%d bytes: %d sent, %v", tc.size, n, err)
 		}
 		if len(sent) != 2 || sent[0] != tc.size || sent[1] != tc.size {
 			t.Errorf("%d bytes: sent %v, want two datagrams", tc.size, sent)
@@ -147,5 +169,146 @@ func TestGSORefusal(t *testing.T) {
 		if c.send.gsoOff != tc.gsoOff {
 			t.Errorf("%d-byte segments refused: GSO off %v, want %v", tc.size, c.send.gsoOff, tc.gsoOff)
 		}
+	}
+}
+
+// loopbackSender returns a Conn with only a UDP socket, on an ephemeral
+// port of local (127.0.0.1 or ::1), and a socket on local that receives
+// what it sends. It skips the test when local cannot be bound (no IPv6).
+func loopbackSender(t *testing.T, local netip.Addr) (*Conn, *net.UDPConn) {
+	t.Helper()
+	network := "udp4"
+	if local.Is6() {
+		network = "udp6"
+	}
+	c := &Conn{}
+	conn, err := c.listenUDP(context.Background(), network, local)
+	if err != nil {
+		if local.Is6() {
+			t.Skipf("no IPv6 loopback here: %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if local.Is4() {
+		c.udp4, c.local4 = conn, local
+		c.batch[kindUDP4] = ipv4.NewPacketConn(conn).WriteBatch
+	} else {
+		c.udp6, c.local6 = conn, local
+		c.batch[kindUDP6] = ipv6.NewPacketConn(conn).WriteBatch
+	}
+	peer, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	return c, peer
+}
+
+// TestSendBatchPartialFailure sends, over loopback only, a batch some of
+// whose packets fail: a datagram to port 0 (the kernel refuses it with
+// EINVAL, and sendmmsg stops there after sending the messages before it),
+// a GSO message to port 0 (refused, then refused again split), packets
+// with no socket and a packet too short. SendBatch must count every
+// datagram of a GSO message, mark exactly the failed packets, and still
+// send the packets after a failure, in order.
+func TestSendBatchPartialFailure(t *testing.T) {
+	for _, local := range []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")} {
+		t.Run(local.String(), func(t *testing.T) {
+			c, peer := loopbackSender(t, local)
+			port := uint16(peer.LocalAddr().(*net.UDPAddr).Port)
+			udp := func(dport uint16, n int) []byte { return udpPacket(local, dport, n) }
+			pkts := [][]byte{
+				udp(port, 1000), udp(port, 1000), udp(port, 1000), // 0-2: one GSO message
+				udp(0, 1000),                           // 3: refused, after 0-2 went in the same sendmmsg
+				raw4Packet([4]byte{127, 0, 0, 1}, 100), // 4: no raw socket
+				udp(port, 1000), udp(port, 500),        // 5-6: a GSO message, short last
+				{0x45},                     // 7: too short
+				udp(0, 1400), udp(0, 1400), // 8-9: a GSO message, refused whole and split
+				udp(port, 1400), // 10: the last one still goes
+			}
+			wantFailed := map[int]bool{3: true, 4: true, 7: true, 8: true, 9: true}
+			for i, p := range pkts {
+				if len(p) > 100 {
+					p[len(p)-1] = byte(i) // the receiver tells them apart by this
+				}
+			}
+			failed := make([]bool, len(pkts))
+			for i := range failed {
+				failed[i] = i%2 == 0 // SendBatch sets every entry
+			}
+			sent, err := c.SendBatch(pkts, failed)
+			if want := len(pkts) - len(wantFailed); sent != want {
+				t.Errorf("%d packets sent, want %d", sent, want)
+			}
+			if !errors.Is(err, ErrNoSocket) {
+				t.Errorf("error %v, want the first one, %v", err, ErrNoSocket)
+			}
+			for i, f := range failed {
+				if f != wantFailed[i] {
+					t.Errorf("packet %d: failed %v, want %v", i, f, wantFailed[i])
+				}
+			}
+			// The batch became the messages the test means (GSO on).
+			k := kindUDP4
+			if local.Is6() {
+				k = kindUDP6
+			}
+			var segs []int
+			for _, g := range c.send.segs[k][:len(c.send.queue[k])] {
+				segs = append(segs, g.n)
+			}
+			if want := []int{3, 1, 2, 2, 1}; !slices.Equal(segs, want) || c.send.gsoOff {
+				t.Errorf("messages of %v datagrams (GSO off %v), want %v", segs, c.send.gsoOff, want)
+			}
+
+			var got []int // the index each received datagram carries
+			buf := make([]byte, 65536)
+			for len(got) < sent {
+				peer.SetReadDeadline(time.Now().Add(2 * time.Second))
+				n, err := peer.Read(buf)
+				if err != nil {
+					t.Fatalf("received %v, then: %v", got, err)
+				}
+				got = append(got, int(buf[n-1]))
+				if i := got[len(got)-1]; i >= len(pkts) || n != payloadLen(pkts[i]) {
+					t.Errorf("datagram %d: %d bytes, not packet %d's payload", len(got)-1, n, i)
+				}
+			}
+			if want := []int{0, 1, 2, 5, 6, 10}; !slices.Equal(got, want) {
+				t.Errorf("received packets %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// payloadLen is the UDP payload length of a packet udpPacket built.
+func payloadLen(p []byte) int {
+	if p[0]>>4 == 4 {
+		return len(p) - 28
+	}
+	return len(p) - 48
+}
+
+// TestSendBatchNoAllocs: once its state has grown, sending a batch of GSO
+// messages over loopback allocates nothing.
+func TestSendBatchNoAllocs(t *testing.T) {
+	if testutil.RaceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	c, peer := loopbackSender(t, netip.MustParseAddr("127.0.0.1"))
+	port := uint16(peer.LocalAddr().(*net.UDPAddr).Port)
+	var pkts [][]byte
+	for i := range 32 {
+		pkts = append(pkts, udp4Packet([4]byte{127, 0, 0, 1}, port, 1000+i/8))
+	}
+	failed := make([]bool, len(pkts))
+	n := testing.AllocsPerRun(100, func() {
+		if sent, err := c.SendBatch(pkts, failed); sent != len(pkts) || err != nil {
+			t.Fatalf("%d of %d sent: %v", sent, len(pkts), err)
+		}
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per batch, want 0", n)
 	}
 }
