@@ -3,6 +3,8 @@ package oid
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -84,6 +86,182 @@ func FuzzDispatch(f *testing.F) {
 			checkTable(t, dev.table)
 		}
 	})
+}
+
+// FuzzLineReader reads the input with lineReader under a small limit (0
+// to 63 bytes, from limit) five ways: in one read, a byte a read, and in
+// reads of the sizes in sizes (each byte b a read of up to b+1 bytes, in
+// turn) ending in io.EOF by itself, in io.EOF with the last bytes, or in
+// a read error. Each reading must match a model that splits the input on
+// '\n' (see checkLineReader), so chunking cannot change what the server
+// sees. Seeds: testdata/fuzz/FuzzLineReader.
+func FuzzLineReader(f *testing.F) {
+	f.Add([]byte("short\nexactly8\n123456789 and more\n\nafter\ntoolong-at-eof-no-newline"), uint8(8), []byte{0})
+	f.Add([]byte("123456789\n\nnext\n"), uint8(8), []byte{8, 0})
+	f.Add([]byte(`{"id":1,"oid":"VNIC_STATISTICS"}`+"\r\n"+`{"id":2,"oid":"VNIC_QUERY_SA"}`+"\r\n"), uint8(33), []byte{3, 40, 0})
+	f.Fuzz(func(t *testing.T, input []byte, limit uint8, sizes []byte) {
+		max := int(limit % 64)
+		want := splitLines(input)
+		for _, c := range []struct {
+			how string
+			r   *chunkReader
+		}{
+			{"in one read", &chunkReader{data: input, end: io.EOF}},
+			{"a byte a read", &chunkReader{data: input, sizes: []byte{0}, end: io.EOF}},
+			{"in fuzzed reads", &chunkReader{data: input, sizes: sizes, end: io.EOF}},
+			{"in fuzzed reads, io.EOF with the last bytes", &chunkReader{data: input, sizes: sizes, end: io.EOF, endWithData: true}},
+			{"in fuzzed reads, then a read error", &chunkReader{data: input, sizes: sizes, end: errReadFailed}},
+		} {
+			checkLineReader(t, c.how, c.r, max, want)
+		}
+	})
+}
+
+// errReadFailed ends the input of a chunkReader that fails instead of
+// reaching io.EOF.
+var errReadFailed = errors.New("read failed")
+
+// chunkReader gives data in reads of the sizes given (each byte b a read
+// of at most b+1 bytes, in turn; as much as is asked when sizes is
+// empty), then end by itself, or with the last bytes when endWithData
+// (io.Reader allows both), and end again on every later read. It counts
+// the bytes it has given.
+type chunkReader struct {
+	data        []byte
+	sizes       []byte
+	end         error
+	endWithData bool
+	reads       int
+	given       int // bytes given so far
+	givenBefore int // bytes given before the latest Read
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	r.givenBefore = r.given
+	n := len(p)
+	if len(r.sizes) > 0 {
+		n = min(n, int(r.sizes[r.reads%len(r.sizes)])+1)
+	}
+	r.reads++
+	n = copy(p[:n], r.data[r.given:])
+	r.given += n
+	if r.given == len(r.data) && (n == 0 || r.endWithData) {
+		return n, r.end
+	}
+	return n, nil
+}
+
+// modelLine is a line of the input as the model of lineReader sees it:
+// its bytes without the newline, the offset of its first byte, and that
+// of its newline (-1 for the last line, which has none: it may be empty).
+type modelLine struct {
+	data           []byte
+	start, newline int
+}
+
+// splitLines splits in into its lines, the model of lineReader.
+func splitLines(in []byte) []modelLine {
+	var lines []modelLine
+	start := 0
+	for {
+		i := bytes.IndexByte(in[start:], '\n')
+		if i < 0 {
+			return append(lines, modelLine{in[start:], start, -1})
+		}
+		lines = append(lines, modelLine{in[start : start+i], start, start + i})
+		start += i + 1
+	}
+}
+
+// checkLineReader reads r to its end with a lineReader of limit max, as
+// serveConn does (reusing one buffer, wiped after each line), and fails t
+// (saying it read the input how) unless the calls match want, the lines
+// of the input, in order:
+//   - a line of at most max bytes is returned whole, not reported too
+//     long, and without an error unless it is the last line (the one
+//     without a newline, returned with the input's final error);
+//   - a longer line is never returned, even in part: it is reported too
+//     long, with an empty line and no error, as soon as it passes max (the
+//     reader had not read more than max bytes of it before its latest
+//     read), and what of it was gathered is wiped; if its newline had not
+//     been read by then, the next call skips to it and returns an empty
+//     line there (with the final error if the input ends first);
+//   - no line is longer than max, and no error but the input's comes out;
+//   - a line ending in a newline is returned without reading past it, so
+//     that a peer waiting for the response is answered;
+//   - in the end, the reader's buffer holds nothing but zeros and newlines.
+func checkLineReader(t *testing.T, how string, r *chunkReader, max int, want []modelLine) {
+	t.Helper()
+	lr := &lineReader{r: r, max: max}
+	var buf []byte
+	k := 0        // want[k] is the line expected next
+	tail := false // the next call skips the rest of want[k-1], which is too long
+	for calls := 0; ; calls++ {
+		if calls > 2*len(want) {
+			t.Fatalf("%s, limit %d: %d calls for %d lines, and still no end of the input", how, max, calls, len(want))
+		}
+		line, tooLong, err := lr.next(buf[:0])
+		if len(line) > max {
+			t.Fatalf("%s, limit %d: returned a line of %d bytes: %q", how, max, len(line), line)
+		}
+		if err != nil && err != r.end {
+			t.Fatalf("%s, limit %d: returned the error %q; the input ended with %q", how, max, err, r.end)
+		}
+		switch {
+		case tail:
+			w := want[k-1]
+			tail = false
+			switch {
+			case tooLong || len(line) > 0:
+				t.Fatalf("%s, limit %d: after reporting line %d (%d bytes) too long, returned %q (too long: %v) instead of an empty line at its end", how, max, k, len(w.data), line, tooLong)
+			case w.newline < 0 && err == nil:
+				t.Fatalf("%s, limit %d: skipped the rest of the last line (%d bytes, no newline) but did not return the end of the input", how, max, len(w.data))
+			case w.newline >= 0 && err != nil:
+				t.Fatalf("%s, limit %d: returned %q while skipping line %d, which has a newline", how, max, err, k)
+			case w.newline >= 0 && r.givenBefore > w.newline:
+				t.Fatalf("%s, limit %d: read past the newline of line %d (at byte %d) before returning from skipping it", how, max, k, w.newline)
+			}
+		case k == len(want):
+			t.Fatalf("%s, limit %d: returned %q (too long: %v, error: %v) after the last line", how, max, line, tooLong, err)
+		default:
+			w := want[k]
+			k++
+			if len(w.data) > max {
+				switch {
+				case !tooLong || len(line) > 0:
+					t.Fatalf("%s, limit %d: line %d is %d bytes long, but was returned as %q (too long: %v)", how, max, k, len(w.data), line, tooLong)
+				case err != nil:
+					t.Fatalf("%s, limit %d: reported line %d too long together with the error %q", how, max, k, err)
+				case r.givenBefore > w.start+max:
+					t.Fatalf("%s, limit %d: line %d was not reported too long as soon as it passed the limit: %d bytes of it had been read before the latest read", how, max, k, r.givenBefore-w.start)
+				case bytes.ContainsFunc(line[:cap(line)], nonZero):
+					t.Fatalf("%s, limit %d: the part of line %d gathered before it was found too long was not wiped: %q", how, max, k, bytes.Trim(line[:cap(line)], "\x00"))
+				}
+				tail = w.newline < 0 || r.given <= w.newline
+				break
+			}
+			switch {
+			case tooLong || !bytes.Equal(line, w.data):
+				t.Fatalf("%s, limit %d: line %d is %q, but was returned as %q (too long: %v)", how, max, k, w.data, line, tooLong)
+			case w.newline < 0 && err == nil:
+				t.Fatalf("%s, limit %d: returned the last line, which has no newline, without the end of the input", how, max)
+			case w.newline >= 0 && err != nil:
+				t.Fatalf("%s, limit %d: returned line %d, which has a newline, with the error %q", how, max, k, err)
+			case w.newline >= 0 && r.givenBefore > w.newline:
+				t.Fatalf("%s, limit %d: read past the newline of line %d (at byte %d, %d bytes read before the latest read) before returning it", how, max, k, w.newline, r.givenBefore)
+			}
+		}
+		if err != nil {
+			break
+		}
+		clear(line) // as serveConn does once it has handled the line
+		buf = line
+	}
+	for i, b := range lr.buf {
+		if b != 0 && b != '\n' {
+			t.Fatalf("%s, limit %d: byte %d of the read buffer still holds %q after the end of the input", how, max, i, b)
+		}
+	}
 }
 
 // checkReply fails t unless the response r to line encodes as JSON with a
