@@ -135,7 +135,7 @@ func TestHostileUnderlayMix(t *testing.T) {
 			"every delivered packet must come from the live SA, and every packet B sent must arrive", delivered, aInNow, bOutNow)
 	}
 	if bd["VnicOutSendError"] != 0 {
-		t.Errorf("B failed to send %d batches", bd["VnicOutSendError"])
+		t.Errorf("B failed to send %d packets", bd["VnicOutSendError"])
 	}
 
 	// Liveness of the flows.
