@@ -501,3 +501,24 @@ func TestLineReader(t *testing.T) {
 		}
 	}
 }
+
+// TestLineGrowthWiped: when a line outgrows its array, the old array,
+// which held the start of the request, is wiped rather than left to the
+// garbage collector with a key in it.
+func TestLineGrowthWiped(t *testing.T) {
+	secret := "sa add ... aead rfc4106(gcm(aes)) 0x" + strings.Repeat("5a", 20) + " 128"
+	lr := &lineReader{r: iotest.OneByteReader(strings.NewReader(secret + "\n")), max: 1 << 20}
+	start := make([]byte, 0, 4)
+	// Hold on to the first array the way the garbage collector would.
+	old := start[:cap(start)]
+	line, tooLong, err := lr.next(start)
+	if err != nil || tooLong || string(line) != secret {
+		t.Fatalf("next = %q, %v, %v", line, tooLong, err)
+	}
+	if &line[0] == &old[0] {
+		t.Fatal("the line never outgrew its first array: the test proves nothing")
+	}
+	if bytes.ContainsFunc(old, func(r rune) bool { return r != 0 }) {
+		t.Errorf("the array the line outgrew still holds %q", old)
+	}
+}

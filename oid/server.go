@@ -388,7 +388,7 @@ func (lr *lineReader) next(line []byte) (_ []byte, tooLong bool, err error) {
 				return line, true, nil
 			}
 		default:
-			line = append(line, take...)
+			line = appendWiping(line, take)
 		}
 		clear(take)
 		if i >= 0 {
@@ -403,6 +403,18 @@ func (lr *lineReader) next(line []byte) (_ []byte, tooLong bool, err error) {
 			return line, tooLong, err
 		}
 	}
+}
+
+// appendWiping appends b to line, and when line must grow, wipes the old
+// array that append would leave behind with part of a request (and maybe
+// a key) in it.
+func appendWiping(line, b []byte) []byte {
+	if len(line)+len(b) <= cap(line) {
+		return append(line, b...)
+	}
+	grown := append(make([]byte, 0, max(2*cap(line), len(line)+len(b))), line...)
+	clear(line[:cap(line)])
+	return append(grown, b...)
 }
 
 // wipe clears the buffer.
