@@ -44,6 +44,9 @@ type sender struct {
 	// from[k] holds the index in the batch of each packet queued on kind
 	// k, in queue order: message i holds the next segs[k][i].n of them.
 	from [numKinds][]int
+	// one and oneBuf are the message sendSplit sends each datagram in.
+	one    [1]ipv4.Message
+	oneBuf [1][]byte
 	// gsoOff is set once the kernel refused UDP GSO.
 	gsoOff bool
 }
@@ -314,8 +317,11 @@ func (c *Conn) sendSplit(write func([]ipv4.Message) (int, error), m *ipv4.Messag
 	size := segmentSize(m.OOB)
 	data := m.Buffers[0]
 	went := 0
+	s := &c.send
+	one := s.one[:]
 	for off := 0; off < len(data); off += size {
-		one := []ipv4.Message{{Buffers: [][]byte{data[off:min(off+size, len(data))]}, Addr: m.Addr}}
+		s.oneBuf[0] = data[off:min(off+size, len(data))]
+		one[0] = ipv4.Message{Buffers: s.oneBuf[:], Addr: m.Addr}
 		if _, err := write(one); err != nil {
 			return went, err
 		}

@@ -172,6 +172,39 @@ func TestGSORefusal(t *testing.T) {
 	}
 }
 
+// TestGSORefusalNoAllocs: sending a refused GSO message datagram by
+// datagram (as after vnic0's MTU was raised, on every batch) allocates
+// nothing.
+func TestGSORefusalNoAllocs(t *testing.T) {
+	if testutil.RaceEnabled {
+		t.Skip("the race detector makes sync.Pool allocate")
+	}
+	c := &Conn{udp4: &net.UDPConn{}}
+	var datagrams int
+	c.batch[kindUDP4] = func(ms []ipv4.Message, _ int) (int, error) {
+		if len(ms[0].OOB) > 0 {
+			return 0, unix.EINVAL
+		}
+		datagrams++
+		return 1, nil
+	}
+	dst := [4]byte{192, 0, 2, 1}
+	pkts := [][]byte{udp4Packet(dst, 4500, 8000), udp4Packet(dst, 4500, 8000), udp4Packet(dst, 4500, 8000)}
+	failed := make([]bool, len(pkts))
+	send := func() {
+		if n, err := c.SendBatch(pkts, failed); n != 3 || err != nil {
+			t.Fatalf("%d sent, %v", n, err)
+		}
+	}
+	send() // grow the state
+	if a := testing.AllocsPerRun(100, send); a != 0 {
+		t.Errorf("%.1f allocations per batch sent split", a)
+	}
+	if datagrams != 3*102 || c.send.gsoOff { // AllocsPerRun runs it once more to warm up
+		t.Errorf("%d datagrams sent one by one, GSO off %v: want %d, GSO still on", datagrams, c.send.gsoOff, 3*102)
+	}
+}
+
 // loopbackSender returns a Conn with only a UDP socket, on an ephemeral
 // port of local (127.0.0.1 or ::1), and a socket on local that receives
 // what it sends. It skips the test when local cannot be bound (no IPv6).
