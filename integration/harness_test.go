@@ -8,7 +8,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vnic/internal/testutil"
 )
 
 // vnicBin is the vnic binary TestMain builds.
@@ -113,7 +114,7 @@ type host struct {
 	u4, u6 string // underlay addresses
 	sock   string
 	daemon *exec.Cmd
-	log    *bytes.Buffer
+	log    *testutil.LockedBuffer
 }
 
 // topology is two hosts joined by a veth.
@@ -177,7 +178,7 @@ func (h *host) startBin(t *testing.T, bin string, flags ...string) {
 	t.Helper()
 	args := append([]string{"netns", "exec", h.ns, bin, "up", "-underlay", h.u4, "-underlay", h.u6,
 		"-socket", h.sock, "-log-level", "debug"}, flags...)
-	h.log = &bytes.Buffer{}
+	h.log = &testutil.LockedBuffer{}
 	h.daemon = exec.Command("ip", args...)
 	h.daemon.Stdout, h.daemon.Stderr = h.log, h.log
 	if err := h.daemon.Start(); err != nil {

@@ -328,7 +328,7 @@ func keysNotLogged(t *testing.T, tp *topology, keys ...string) {
 		if h.log == nil {
 			continue
 		}
-		log := h.log.Bytes()
+		log := []byte(h.log.String())
 		for _, k := range keys {
 			key, err := hex.DecodeString(k)
 			if err != nil {
