@@ -211,9 +211,10 @@ func parsePing(t *testing.T, line string) pingResult {
 
 // pingN sends exactly count echo requests from h to dst and returns how
 // many were answered (unlike ping -c -W, it waits for a late last reply).
-func pingN(t *testing.T, h *host, dst string, count int, interval string) (int, string) {
+// opts are more pinger.py options.
+func pingN(t *testing.T, h *host, dst string, count int, interval string, opts ...string) (int, string) {
 	t.Helper()
-	out := sh(t, "ip", append([]string{"netns", "exec", h.ns}, pingArgs(t, dst, count, interval)...)...)
+	out := sh(t, "ip", append(append([]string{"netns", "exec", h.ns}, pingArgs(t, dst, count, interval)...), opts...)...)
 	l := lines(out)
 	if len(l) == 0 {
 		t.Fatalf("pinger.py printed nothing")
@@ -261,6 +262,10 @@ type scapyCase struct {
 	udp  bool   // ESP-in-UDP (RFC 3948) rather than raw ESP
 	esn  bool   // extended sequence numbers, started just below 2^32
 	v6   bool   // IPv6 underlay
+	// ce: the pings are ECN-capable (ECT(0)) and the responder marks its
+	// ESP packets CE, as a congested router would: the replies on vnic0
+	// must carry CE (RFC 6040).
+	ce bool
 }
 
 var scapyCases = []scapyCase{
@@ -271,6 +276,9 @@ var scapyCases = []scapyCase{
 	{name: "gcm-udp-esn-v6", algo: "gcm", udp: true, esn: true, v6: true},
 	{name: "cbc-sha256-udp", algo: "cbc-sha256", udp: true},
 	{name: "cbc-sha256-raw-esn", algo: "cbc-sha256", esn: true},
+	{name: "gcm-raw-ce", algo: "gcm", ce: true},
+	{name: "gcm-udp-ce", algo: "gcm", udp: true, ce: true},
+	{name: "gcm-udp-ce-v6", algo: "gcm", udp: true, v6: true, ce: true},
 }
 
 const (
@@ -350,11 +358,18 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 	if c.esn {
 		args = append(args, "--esn")
 	}
+	var pingOpts []string
+	var capture *pcapCapture
+	if c.ce {
+		args = append(args, "--outer-tos", fmt.Sprint(ecnCE))
+		pingOpts = []string{"--tos", fmt.Sprint(ecnECT0)}
+		capture = startPcap(t, a.ns, "vnic0")
+	}
 	resp := startInNS(t, b.ns, args...)
 	resp.waitLine(t, "ready", 20*time.Second)
 
 	before := counters(t, a)
-	got, pingOut := pingN(t, a, "10.7.0.2", scapyPings, "0.02")
+	got, pingOut := pingN(t, a, "10.7.0.2", scapyPings, "0.02", pingOpts...)
 	// The responder exits once it has answered them all; if some are
 	// missing, SIGTERM makes it print its summary.
 	if err := resp.terminate(3 * time.Second); err != nil {
@@ -372,6 +387,9 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 		if isInboundDrop(k) && v != 0 {
 			t.Errorf("vnic counted %d inbound drops as %s", v, k)
 		}
+	}
+	if capture != nil {
+		checkECN(t, capture, scapyPings)
 	}
 
 	var rs struct {
@@ -434,6 +452,36 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 	}
 	if c.esn && (outSeq>>32 != scapyHigh+1 || inSeq>>32 != scapyHigh+1) {
 		t.Errorf("vnic's SAs did not cross into high bits %d: outbound %#x, inbound %#x", scapyHigh+1, outSeq, inSeq)
+	}
+}
+
+// ECN codepoints (RFC 3168).
+const (
+	ecnECT0 = 2
+	ecnCE   = 3
+)
+
+// checkECN stops the capture on vnic0 and checks the echo traffic there:
+// count requests sent ECT(0), and count replies, which came in ESP marked
+// CE, delivered with CE.
+func checkECN(t *testing.T, capture *pcapCapture, count int) {
+	t.Helper()
+	link, frames := capture.stop(t)
+	ecn := map[byte]map[byte]int{8: {}, 0: {}} // ICMP type -> ECN -> packets
+	for _, f := range frames {
+		ip, _ := ipOf(link, f)
+		if len(ip) < 21 || ip[0]>>4 != 4 || ip[9] != 1 {
+			continue
+		}
+		if m, ok := ecn[ip[(ip[0]&0x0f)*4]]; ok {
+			m[ip[1]&3]++
+		}
+	}
+	if ecn[8][ecnECT0] != count {
+		t.Errorf("echo requests on vnic0 by ECN codepoint: %v, want %d ECT(0)", ecn[8], count)
+	}
+	if ecn[0][ecnCE] != count {
+		t.Errorf("echo replies on vnic0 by ECN codepoint: %v, want %d CE (the outer header was CE)", ecn[0], count)
 	}
 }
 

@@ -5,9 +5,10 @@ Runs in the peer namespace, where no vnic daemon runs. It listens for ESP
 from vnic on a raw IPPROTO_ESP socket and on UDP port 4500 (RFC 3948, no
 UDP_ENCAP option: this process reads the ESP itself), decrypts it with
 scapy's SecurityAssociation, answers each ICMP echo request inside (the
-reply's addresses swapped, type 0, checksum recomputed), encrypts the reply
-with its own outbound SA and sends it back the way the request came (raw
-ESP or ESP-in-UDP).
+reply's addresses swapped, its TOS kept, type 0, checksum recomputed),
+encrypts the reply with its own outbound SA and sends it back the way the
+request came (raw ESP or ESP-in-UDP), with --outer-tos as the TOS or
+traffic class of the ESP packet.
 
 Tunnel mode, IPv4 or IPv6 outer addresses. Algorithms:
   gcm         AES-GCM with a 16-byte ICV (RFC 4106), key = AES key || salt;
@@ -183,6 +184,8 @@ def main():
     p.add_argument("--udp-port", type=int, default=4500)
     p.add_argument("--count", type=int, required=True, help="exit after answering this many echo requests")
     p.add_argument("--timeout", type=float, default=20.0)
+    p.add_argument("--outer-tos", type=int, default=0,
+                   help="TOS or traffic class of the ESP packets sent (3: ECN CE, as a congested router marks)")
     args = p.parse_args()
 
     out_sa = Side(args, args.out_spi, args.local, args.peer)
@@ -198,6 +201,12 @@ def main():
     udpsock = socket.socket(fam, socket.SOCK_DGRAM)
     udpsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     udpsock.bind((args.local, args.udp_port))
+    if args.outer_tos:
+        for sock in (rawsock, udpsock):
+            if v6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, args.outer_tos)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, args.outer_tos)
     signal.signal(signal.SIGTERM, on_term)
     print("ready", flush=True)
 
@@ -257,7 +266,7 @@ def main():
                     continue
                 req = inner[IP]
                 icmp = req[ICMP]
-                reply = IP(src=req.dst, dst=req.src, ttl=64) / ICMP(type=0, code=0, id=icmp.id, seq=icmp.seq) / raw(icmp.payload)
+                reply = IP(src=req.dst, dst=req.src, ttl=64, tos=req.tos) / ICMP(type=0, code=0, id=icmp.id, seq=icmp.seq) / raw(icmp.payload)
                 reply = IP(raw(reply))  # checksums computed
                 esp = out_sa.seal(reply, out_seq)
                 stats["out_seqs"].append(out_seq)

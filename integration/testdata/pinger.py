@@ -27,9 +27,12 @@ def main():
     p.add_argument("--interval", type=float, default=0.05)
     p.add_argument("--timeout", type=float, default=3.0)
     p.add_argument("--size", type=int, default=56)
+    p.add_argument("--tos", type=int, default=0, help="the requests' TOS byte (DSCP and ECN)")
     args = p.parse_args()
 
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    if args.tos:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, args.tos)
     ident = os.getpid() & 0xFFFF
     sent_at = {}
     got = set()
