@@ -230,6 +230,28 @@ func parseAncillary(oob []byte) ancillary {
 	return a
 }
 
+// headerFields returns what a datagram socket took off the IP header of
+// the message m, from its control messages: the destination address
+// (local when not reported), TOS or traffic class (0) and TTL or hop
+// limit (64).
+func headerFields(m *ipv4.Message, local netip.Addr) (dst netip.Addr, tos, ttl int) {
+	dst, tos, ttl = local, 0, 64
+	if m.NN == 0 {
+		return
+	}
+	a := parseAncillary(m.OOB[:m.NN])
+	if a.dst.IsValid() && a.dst.Is4() == local.Is4() {
+		dst = a.dst
+	}
+	if a.tos >= 0 {
+		tos = a.tos
+	}
+	if a.ttl >= 0 {
+		ttl = a.ttl
+	}
+	return
+}
+
 // groSize returns the segment size of a UDP GRO read from its control
 // messages, or 0.
 func groSize(oob []byte) int { return parseAncillary(oob).gro }
@@ -237,19 +259,7 @@ func groSize(oob []byte) int { return parseAncillary(oob).gro }
 // fix6 rebuilds the IPv6 header (and the UDP header) that an IPv6 socket
 // takes off, in the headroom before the payload.
 func (c *Conn) fix6(buf []byte, m *ipv4.Message, n int, udp bool) (int, bool) {
-	dst, tclass, hops := c.local6, 0, 64
-	if m.NN > 0 {
-		a := parseAncillary(m.OOB[:m.NN])
-		if a.dst.IsValid() {
-			dst = a.dst
-		}
-		if a.tos >= 0 {
-			tclass = a.tos
-		}
-		if a.ttl >= 0 {
-			hops = a.ttl
-		}
-	}
+	dst, tclass, hops := headerFields(m, c.local6)
 	var src netip.Addr
 	var sport uint16
 	switch a := m.Addr.(type) {
@@ -288,19 +298,7 @@ func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message, n int) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	dst, tos, ttl := c.local4, 0, 64
-	if m.NN > 0 {
-		anc := parseAncillary(m.OOB[:m.NN])
-		if anc.dst.Is4() {
-			dst = anc.dst
-		}
-		if anc.tos >= 0 {
-			tos = anc.tos
-		}
-		if anc.ttl >= 0 {
-			ttl = anc.ttl
-		}
-	}
+	dst, tos, ttl := headerFields(m, c.local4)
 	ap := a.AddrPort()
 	start := Headroom - 8
 	putUDP(buf[start:], ap.Port(), c.port, n)
