@@ -23,6 +23,9 @@ var (
 	ErrZero = errors.New("sequence number 0 is invalid")
 	// ErrBackwards: UPDATE_SA would move an outbound counter backwards.
 	ErrBackwards = errors.New("outbound sequence numbers never go backwards")
+	// ErrWindowBackwards: UPDATE_SA would move a replay window's high-order
+	// bits down, which would let numbers it already passed in again.
+	ErrWindowBackwards = errors.New("the replay window never moves back: numbers already received would be accepted again")
 	// ErrNotESN: SetHigh was called on a counter or window of an SA that
 	// does not use Extended Sequence Numbers.
 	ErrNotESN = errors.New("the SA does not use extended sequence numbers: it has no high-order bits to set")

@@ -112,6 +112,9 @@ func (r *refWindow) SetHigh(hi uint32) error {
 	if !r.esn {
 		return ErrNotESN
 	}
+	if hi < uint32(r.top>>32) {
+		return ErrWindowBackwards
+	}
 	if uint32(r.top>>32) != hi {
 		r.top = uint64(hi)<<32 | r.top&0xFFFFFFFF
 		r.seen = map[uint64]bool{}

@@ -140,17 +140,22 @@ func (w *Window) Size() int { return int(w.size) }
 // ESN reports whether the window infers high-order bits.
 func (w *Window) ESN() bool { return w.esn }
 
-// SetHigh moves the window's high-order bits to hi (UPDATE_SA inbound):
-// the top becomes hi<<32 | (top's low bits) and the bitmap is cleared when
-// the high bits change. Without ESN it returns ErrNotESN.
+// SetHigh moves the window's high-order bits forward to hi (UPDATE_SA
+// inbound): the top becomes hi<<32 | (top's low bits) and the bitmap is
+// cleared when the high bits change. Without ESN it returns ErrNotESN; hi
+// below the current high bits returns ErrWindowBackwards and changes
+// nothing, since numbers already received would be accepted again.
 func (w *Window) SetHigh(hi uint32) error {
 	if !w.esn {
 		return ErrNotESN
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if uint32(w.top>>32) == hi {
+	switch cur := uint32(w.top >> 32); {
+	case hi == cur:
 		return nil
+	case hi < cur:
+		return ErrWindowBackwards
 	}
 	w.top = uint64(hi)<<32 | w.top&0xFFFFFFFF
 	clear(w.bitmap)

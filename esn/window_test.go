@@ -344,12 +344,13 @@ func TestWindowSetHigh(t *testing.T) {
 	if _, err := w.Check(99); err != ErrReplay {
 		t.Errorf("Check(99) = %v, want ErrReplay", err)
 	}
-	// Backwards is allowed for the inbound window and clears it too.
-	if err := w.SetHigh(2); err != nil || w.Top() != hl(2, 100) {
-		t.Errorf("SetHigh(2) = %v, top %#x", err, w.Top())
+	// Backwards is refused and changes nothing: it would let numbers
+	// already received in again.
+	if err := w.SetHigh(2); err != ErrWindowBackwards || w.Top() != hl(4, 100) {
+		t.Errorf("SetHigh(2) = %v, top %#x; want ErrWindowBackwards, top %#x", err, w.Top(), hl(4, 100))
 	}
-	if seq, err := w.Check(99); seq != hl(2, 99) || err != nil {
-		t.Errorf("after SetHigh(2): Check(99) = %#x, %v", seq, err)
+	if _, err := w.Check(99); err != ErrReplay {
+		t.Errorf("after a refused SetHigh(2): Check(99) = %v, want ErrReplay", err)
 	}
 }
 
