@@ -67,7 +67,7 @@ func FuzzTable(f *testing.F) {
 		r := &fuzzReader{data}
 		tab := New(int(r.u8() % 16))
 		for len(r.b) > 0 {
-			switch r.u8() % 5 {
+			switch r.u8() % 6 {
 			case 0:
 				var cfgs []Config
 				for n := r.u8() % 4; n > 0; n-- {
@@ -109,6 +109,23 @@ func FuzzTable(f *testing.F) {
 				f := Flow{Src: r.addr(), Dst: r.addr(), Proto: []uint8{0, 1, 6, 17}[r.u8()%4], SrcPort: r.u16() % 3, DstPort: r.u16() % 3}
 				if got, want := tab.LookupOutbound(f), refLookup(tab, f); got != want {
 					t.Fatalf("LookupOutbound(%+v) = %v, reference %v", f, handleOf(got), handleOf(want))
+				}
+			case 5: // an SA's state changes as the data path would change it
+				if sa := tab.Get(Handle(r.u8() % 12)); sa != nil {
+					switch r.u8() % 4 {
+					case 0:
+						sa.SoftExpired.Store(true)
+					case 1:
+						sa.HardExpired.Store(true)
+					case 2:
+						sa.DeleteRequested.Store(true)
+					case 3:
+						if sa.Out != nil {
+							for n := r.u8(); n > 0; n-- {
+								sa.Out.Next()
+							}
+						}
+					}
 				}
 			}
 			checkFuzzTable(t, tab)

@@ -116,7 +116,7 @@ func TestLookupOutbound(t *testing.T) {
 		{"/8", flow("192.0.2.100", "10.2.0.1", 1, 0, 0), "10/8"},
 		{"/16 beats /8", flow("192.0.2.100", "10.1.9.9", 1, 0, 0), "10.1/16"},
 		{"source prefix beats protocol", flow("172.16.5.5", "10.1.9.9", 6, 1000, 443), "10.1/16 from 172.16/12"},
-		{"port beats protocol, lower handle wins a tie", flow("192.0.2.100", "10.1.9.9", 6, 1000, 443), "10.1/16 tcp:443"},
+		{"port beats protocol, the newer wins a tie", flow("192.0.2.100", "10.1.9.9", 6, 1000, 443), "10.1/16 tcp:443 twin"},
 		{"protocol beats nothing", flow("192.0.2.100", "10.1.9.9", 6, 1000, 80), "10.1/16 tcp"},
 		{"udp is not tcp", flow("192.0.2.100", "10.1.9.9", 17, 1000, 443), "10.1/16"},
 		{"/32 beats everything", flow("172.16.5.5", "10.1.2.3", 6, 1000, 443), "10.1.2.3/32 from v4 any"},
@@ -160,9 +160,9 @@ func TestLookupOutbound(t *testing.T) {
 	}
 
 	// Dead SAs are never returned: the next most specific takes over.
-	tab.Delete([]Handle{byName["10.1/16 tcp:443"].Handle, byName["10.1.2.3/32 from v4 any"].Handle})
-	if got := tab.LookupOutbound(flow("192.0.2.100", "10.1.9.9", 6, 1000, 443)); got != byName["10.1/16 tcp:443 twin"] {
-		t.Errorf("after delete: handle %v, want the twin", handleOf(got))
+	tab.Delete([]Handle{byName["10.1/16 tcp:443 twin"].Handle, byName["10.1.2.3/32 from v4 any"].Handle})
+	if got := tab.LookupOutbound(flow("192.0.2.100", "10.1.9.9", 6, 1000, 443)); got != byName["10.1/16 tcp:443"] {
+		t.Errorf("after delete: handle %v, want the older twin", handleOf(got))
 	}
 	if got := tab.LookupOutbound(flow("192.0.2.100", "10.1.2.3", 1, 0, 0)); got != byName["10.1/16"] {
 		t.Errorf("after deleting the /32: handle %v, want 10.1/16", handleOf(got))
@@ -188,10 +188,19 @@ func TestLookupOutboundSkipsInbound(t *testing.T) {
 // specification LookupOutbound must meet.
 func refLookup(tab *Table, f Flow) *SA {
 	var best *SA
-	var bk [5]int
+	var bk [6]int
 	for _, sa := range tab.List() {
-		if sa.Config.Direction != Outbound || !sa.Alive() {
+		if sa.Config.Direction != Outbound || sa.dead.Load() {
 			continue
+		}
+		// Among equally specific SAs: one that can send before one
+		// that cannot, one not dying before a dying one, then the newest.
+		usable := 2
+		switch {
+		case sa.HardExpired.Load() || sa.Out.Remaining() == 0:
+			usable = 0
+		case sa.SoftExpired.Load() || sa.DeleteRequested.Load():
+			usable = 1
 		}
 		for _, s := range sa.Selectors() {
 			if !s.Match(f) {
@@ -208,7 +217,7 @@ func refLookup(tab *Table, f Flow) *SA {
 			if s.Proto != 0 {
 				proto = 1
 			}
-			k := [5]int{max(s.Dst.Bits(), 0), max(s.Src.Bits(), 0), proto, ports, -int(sa.Handle)}
+			k := [6]int{max(s.Dst.Bits(), 0), max(s.Src.Bits(), 0), proto, ports, usable, int(sa.Handle)}
 			if best == nil || cmpKey(k, bk) > 0 {
 				best, bk = sa, k
 			}
@@ -217,7 +226,7 @@ func refLookup(tab *Table, f Flow) *SA {
 	return best
 }
 
-func cmpKey(a, b [5]int) int {
+func cmpKey(a, b [6]int) int {
 	for i := range a {
 		if a[i] != b[i] {
 			return a[i] - b[i]
@@ -370,6 +379,46 @@ func TestLookupsDoNotAllocate(t *testing.T) {
 	} {
 		if n := testing.AllocsPerRun(100, fn); n != 0 {
 			t.Errorf("%s allocates %v times per call", name, n)
+		}
+	}
+}
+
+// TestLookupOutboundRekey: while a host replaces an SA (adds the new one,
+// then deletes the old), packets go on the SA in the best state, the
+// newest of equals, as the kernel chooses among states: never on one that
+// cannot send while an equal one can, and never on a less specific SA
+// because the most specific ones cannot send.
+func TestLookupOutboundRekey(t *testing.T) {
+	tab := New(10)
+	dst := Selector{Dst: pfx("10.1.0.0/16")}
+	old := outCfg(2000, "192.0.2.1", dst)
+	old.InitialSeq = 1<<32 - 1 // one number left
+	hs := mustAdd(t, tab, outCfg(1999, "192.0.2.1", Selector{Dst: pfx("10.0.0.0/8")}), old, outCfg(2001, "192.0.2.1", dst))
+	wide, a, b := tab.Get(hs[0]), tab.Get(hs[1]), tab.Get(hs[2])
+	f := flow("192.0.2.100", "10.1.9.9", 6, 1000, 443)
+	for _, step := range []struct {
+		what string
+		do   func()
+		want *SA
+	}{
+		{"both good: the newer", func() {}, b},
+		{"the newer dying (soft lifetime): the older", func() { b.SoftExpired.Store(true) }, a},
+		{"both dying (deletion asked for): the newer", func() { a.DeleteRequested.Store(true) }, b},
+		{"the newer past its hard lifetime: the dying older", func() { b.HardExpired.Store(true) }, a},
+		{"the older exhausted too: none can send, the newer (its drop is counted)", func() {
+			if _, _, err := a.Out.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}, b},
+		{"the newer deleted: the older, still not the wider SA", func() { tab.Delete([]Handle{b.Handle}) }, a},
+		{"both deleted: the wider SA", func() { tab.Delete([]Handle{a.Handle}) }, wide},
+	} {
+		step.do()
+		if got := tab.LookupOutbound(f); got != step.want {
+			t.Errorf("%s: handle %v, want %v", step.what, handleOf(got), handleOf(step.want))
+		}
+		if got, want := tab.LookupOutbound(f), refLookup(tab, f); got != want {
+			t.Errorf("%s: handle %v, reference %v", step.what, handleOf(got), handleOf(want))
 		}
 	}
 }

@@ -107,9 +107,24 @@ func (e *entry) match(fk key, f *Flow) bool {
 	return matchL4(e.proto, e.sport, e.dport, f)
 }
 
-// cmpEntries orders entries from most to least specific: longer source
-// prefix, then protocol set, then more ports set, then the lower handle.
+// cmpEntries orders entries from most to least specific (cmpSpecific),
+// then newest (higher handle) first.
 func cmpEntries(a, b entry) int {
+	if c := cmpSpecific(a, b); c != 0 {
+		return c
+	}
+	switch {
+	case a.sa.Handle > b.sa.Handle:
+		return -1
+	case a.sa.Handle < b.sa.Handle:
+		return 1
+	}
+	return 0
+}
+
+// cmpSpecific orders entries of one destination prefix from most to least
+// specific: longer source prefix, then protocol set, then more ports set.
+func cmpSpecific(a, b entry) int {
 	if a.srcBits != b.srcBits {
 		return int(b.srcBits) - int(a.srcBits)
 	}
@@ -122,12 +137,6 @@ func cmpEntries(a, b entry) int {
 	}
 	if an, bn := nports(a), nports(b); an != bn {
 		return bn - an
-	}
-	switch {
-	case a.sa.Handle < b.sa.Handle:
-		return -1
-	case a.sa.Handle > b.sa.Handle:
-		return 1
 	}
 	return 0
 }
@@ -254,18 +263,66 @@ func compact(n *node) *node {
 	return n.child[1]
 }
 
-// trieLookup returns the SA of the most specific live entry matching f in
-// the trie n (f's family); dk is f.Dst's key. It does not allocate.
+// pick returns the SA that carries flow f (source key sk) among ents,
+// entries of one destination prefix in cmpEntries order, or nil: of the
+// most specific entries that match and are not deleted, the one in the
+// best state (see state), the newest of those. Several SAs with the same
+// selectors are a rekey in progress: like the kernel, which prefers a
+// valid, not dying, newest state, vnic sends on the new SA while the old
+// one is still installed, and never on an SA that cannot send while
+// another can. It does not allocate.
+func pick(ents []entry, sk key, f *Flow) *SA {
+	var first *entry
+	var best *SA
+	bestState := stateCannotSend + 1
+	for i := range ents {
+		e := &ents[i]
+		if first != nil && cmpSpecific(*e, *first) != 0 {
+			break
+		}
+		if !e.match(sk, f) || e.sa.dead.Load() {
+			continue
+		}
+		if first == nil {
+			first = e
+		}
+		if st := e.sa.state(); st < bestState {
+			best, bestState = e.sa, st
+			if st == stateGood {
+				break
+			}
+		}
+	}
+	return best
+}
+
+// Outbound SA states, best first, as pick ranks them.
+const (
+	stateGood       = iota
+	stateDying      // soft lifetime reached or deletion requested
+	stateCannotSend // hard lifetime reached or sequence numbers exhausted
+)
+
+// state returns the outbound SA's state for pick.
+func (sa *SA) state() int {
+	switch {
+	case sa.HardExpired.Load() || sa.Out != nil && sa.Out.Remaining() == 0:
+		return stateCannotSend
+	case sa.SoftExpired.Load() || sa.DeleteRequested.Load():
+		return stateDying
+	}
+	return stateGood
+}
+
+// trieLookup returns the SA that pick chooses at the longest destination
+// prefix in the trie n (f's family) that has one; dk is f.Dst's key. It
+// does not allocate.
 func trieLookup(n *node, dk key, f *Flow) *SA {
 	sk := addrKey(f.Src)
 	var best *SA
 	for n != nil && dk.mask(n.bits) == n.k {
-		for i := range n.ents {
-			e := &n.ents[i]
-			if e.match(sk, f) && !e.sa.dead.Load() {
-				best = e.sa
-				break
-			}
+		if sa := pick(n.ents, sk, f); sa != nil {
+			best = sa
 		}
 		if n.bits >= 128 {
 			break
@@ -336,18 +393,15 @@ func (x *txn) outRemove(sa *SA) {
 // fullBits is the address length of each family.
 var fullBits = [2]uint8{32, 128}
 
-// outLookup returns the most specific live outbound SA for f, whose
-// addresses are valid and of one family. It does not allocate.
+// outLookup returns the outbound SA for f, whose addresses are valid and
+// of one family: the one pick chooses among the most specific that match.
+// It does not allocate.
 func (s *snapshot) outLookup(f *Flow) *SA {
 	fam := family(f.Dst)
 	dk := addrKey(f.Dst)
 	if ents := s.host[fam][hostShardOf(dk)][dk]; len(ents) > 0 {
-		sk := addrKey(f.Src)
-		for i := range ents {
-			e := &ents[i]
-			if e.match(sk, f) && !e.sa.dead.Load() {
-				return e.sa
-			}
+		if sa := pick(ents, addrKey(f.Src), f); sa != nil {
+			return sa
 		}
 	}
 	return trieLookup(s.out[fam], dk, f)
