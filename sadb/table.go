@@ -371,10 +371,10 @@ func (t *Table) Delete(handles []Handle) []error {
 
 // UpdateESN sets the high-order 32 bits of an ESN SA (UPDATE_SA). An
 // outbound SA continues from seqHigh<<32 (never backwards); an inbound SA's
-// replay window moves its high bits to seqHigh. An unknown handle, an SPI
-// that is not the SA's or an SA without ESN is an *ndis.Error with
+// replay window moves its high bits forward to seqHigh. An unknown handle,
+// an SPI that is not the SA's or an SA without ESN is an *ndis.Error with
 // NDIS_STATUS_INVALID_PARAMETER, as NDIS specifies; so is a request to move
-// an outbound SA backwards.
+// either direction backwards.
 func (t *Table) UpdateESN(h Handle, spi uint32, seqHigh uint32) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -402,7 +402,11 @@ func (t *Table) UpdateESN(h Handle, spi uint32, seqHigh uint32) error {
 		}
 	}
 	if sa.In != nil {
-		if err := sa.In.SetHigh(seqHigh); err != nil {
+		err := sa.In.SetHigh(seqHigh)
+		switch {
+		case errors.Is(err, esn.ErrWindowBackwards):
+			return invalid("the replay window never moves back (numbers already received would be accepted again): high bits are %d, asked for %d", uint32(sa.In.Top()>>32), seqHigh)
+		case err != nil:
 			return invalid("SA %d: %v", h, err)
 		}
 	}

@@ -499,6 +499,7 @@ func TestUpdateESN(t *testing.T) {
 		sub  string
 	}{
 		{"backwards", o, 1000, 3, "outbound sequence numbers never go backwards: high bits are 5, asked for 3"},
+		{"inbound backwards", in, 1000, 8, "the replay window never moves back (numbers already received would be accepted again): high bits are 9, asked for 8"},
 		{"unknown handle", 4242, 1000, 1, "unknown handle 4242"},
 		{"null handle", 0, 1000, 1, "unknown handle 0"},
 		{"SPI mismatch", o, 1001, 6, "not 1001"},
