@@ -4,7 +4,7 @@ import "fmt"
 
 // Check verifies the table's invariants and returns the first one broken:
 // no more SAs than the capacity, List in handle order and agreeing with Len
-// and Get, every listed SA alive, every pairing mutual, between opposite
+// and Get, no listed SA deleted, every pairing mutual, between opposite
 // directions and with an SA still held, and every inbound SA with a
 // destination found by LookupInbound. The fuzz targets of sadb and of the
 // OID channel call it after every step; call it only while no one writes.
@@ -19,8 +19,8 @@ func (t *Table) Check() error {
 			return fmt.Errorf("List is not in handle order: %d after %d", sa.Handle, list[i-1].Handle)
 		case t.Get(sa.Handle) != sa:
 			return fmt.Errorf("SA %d is listed but Get does not return it", sa.Handle)
-		case !sa.Alive():
-			return fmt.Errorf("SA %d is listed but dead", sa.Handle)
+		case sa.dead.Load():
+			return fmt.Errorf("SA %d is listed but deleted", sa.Handle)
 		}
 		if p := t.Paired(sa); p != nil && (t.Get(p.Handle) != p || t.Paired(p) != sa || p.Config.Direction == sa.Config.Direction) {
 			return fmt.Errorf("SA %d is paired with SA %d, which is gone, not paired back or of the same direction", sa.Handle, p.Handle)
