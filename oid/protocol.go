@@ -159,7 +159,9 @@ type Lifetime struct {
 	HardSeconds uint64 `json:"hard_seconds,omitempty"`
 }
 
-// UDPPorts are the outer UDP ports of ESP-in-UDP (4500 when 0).
+// UDPPorts are the outer UDP ports of ESP-in-UDP, as the SA's Src and Dst:
+// the local one (an outbound SA's SPort, an inbound SA's DPort) is the
+// daemon's -udp-port when 0 and must be it; the peer's is 4500 when 0.
 type UDPPorts struct {
 	SPort uint16 `json:"sport,omitempty"`
 	DPort uint16 `json:"dport,omitempty"`

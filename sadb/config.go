@@ -7,16 +7,18 @@ import (
 	"vnic/ndis"
 )
 
-// DefaultUDPPort is the ESP-in-UDP port used when Encap.UDP is set and a
-// port is 0 (RFC 3948).
+// DefaultUDPPort is the ESP-in-UDP port of RFC 3948: the peer's port when
+// an ESP-in-UDP SA gives none, and the local one when the table's UDPPort
+// is 0.
 const DefaultUDPPort = 4500
 
 // checkConfig validates the parts of in that need no table state and
 // returns the copy to store: selectors deep-copied, defaults filled in
-// (Proto ESP, UDP ports 4500). The keys are not copied yet. Errors are
-// *ndis.Error values that do not name the element. defaultWindow fills
-// in an inbound SA's replay window when it gives none.
-func checkConfig(in *Config, defaultWindow int) (Config, error) {
+// (Proto ESP, UDP ports: see checkUDPPorts). The keys are not copied yet.
+// Errors are *ndis.Error values that do not name the element.
+// defaultWindow fills in an inbound SA's replay window when it gives none;
+// udpPort is the table's UDPPort.
+func checkConfig(in *Config, defaultWindow int, udpPort uint16) (Config, error) {
 	c := *in
 	c.Selectors = slices.Clone(in.Selectors)
 	if c.Direction == Inbound {
@@ -50,11 +52,8 @@ func checkConfig(in *Config, defaultWindow int) (Config, error) {
 		return c, err
 	}
 	if c.Encap.UDP {
-		if c.Encap.SrcPort == 0 {
-			c.Encap.SrcPort = DefaultUDPPort
-		}
-		if c.Encap.DstPort == 0 {
-			c.Encap.DstPort = DefaultUDPPort
+		if err := checkUDPPorts(&c.Encap, c.Direction, udpPort); err != nil {
+			return c, err
 		}
 	} else if c.Encap.SrcPort != 0 || c.Encap.DstPort != 0 {
 		return c, invalid("UDP ports %d and %d are given but UDP encapsulation is off", c.Encap.SrcPort, c.Encap.DstPort)
@@ -98,6 +97,40 @@ func checkEndpoints(c *Config) error {
 	}
 	if c.Direction == Outbound && !c.Dst.IsValid() {
 		return invalid("an outbound SA needs a destination address: it is where its packets go")
+	}
+	return nil
+}
+
+// checkUDPPorts fills in an ESP-in-UDP SA's ports and refuses a local port
+// other than the device's, udpPort (0: DefaultUDPPort). The device has one
+// ESP-in-UDP socket, bound to udpPort: it sends every outbound SA's packets
+// from that port and receives only what is sent to it, so an SA that named
+// another local port would show a port it does not use. The local end is
+// an outbound SA's source and an inbound SA's destination, as in ip xfrm
+// (encap espinudp SPORT DPORT); it defaults to udpPort. The peer's port
+// may be any and defaults to DefaultUDPPort. dir must be valid.
+func checkUDPPorts(e *Encap, dir Direction, udpPort uint16) error {
+	if udpPort == 0 {
+		udpPort = DefaultUDPPort
+	}
+	local, peer := &e.SrcPort, &e.DstPort
+	if dir == Inbound {
+		local, peer = peer, local
+	}
+	if *peer == 0 {
+		*peer = DefaultUDPPort
+	}
+	switch *local {
+	case 0:
+		*local = udpPort
+	case udpPort:
+	default:
+		if dir == Inbound {
+			return invalid("encap destination port %d is not the port this vnic receives ESP-in-UDP on (%d): start vnic up -udp-port %d, or use %d",
+				*local, udpPort, *local, udpPort)
+		}
+		return invalid("encap source port %d is not the port this vnic sends ESP-in-UDP from (%d): start vnic up -udp-port %d, or use %d",
+			*local, udpPort, *local, udpPort)
 	}
 	return nil
 }

@@ -43,7 +43,10 @@ const (
 type Encap struct {
 	// UDP is true for ESP-in-UDP (RFC 3948).
 	UDP bool
-	// SrcPort and DstPort are the outer UDP ports (4500 when zero).
+	// SrcPort and DstPort are the outer UDP ports. The local one (an
+	// outbound SA's SrcPort, an inbound SA's DstPort) is the table's
+	// UDPPort, the port the device really uses: 0 means it, and another
+	// value is refused. The peer's port is 4500 when zero.
 	SrcPort, DstPort uint16
 }
 

@@ -75,6 +75,15 @@ type Table struct {
 	// gives none (ReplayWindow 0). Set it before the first Add.
 	DefaultReplayWindow int
 
+	// UDPPort is the device's local ESP-in-UDP port (vnic up -udp-port);
+	// 0 means DefaultUDPPort. The device has one ESP-in-UDP socket, bound
+	// to it: every ESP-in-UDP packet leaves from this port and only
+	// packets sent to it arrive. An ESP-in-UDP SA's local port (an
+	// outbound SA's Encap.SrcPort, an inbound SA's Encap.DstPort)
+	// defaults to it, and Add refuses an SA that gives another one. Set
+	// it before the first Add.
+	UDPPort uint16
+
 	// Keys, when set, is asked before an outbound SA is added: Use
 	// records the SA's keys, or refuses keys an outbound SA used before
 	// (keyhist.History; nonces would repeat). Set it before the first Add.
@@ -217,7 +226,7 @@ func invalid(format string, args ...any) error {
 // addOne validates c and adds it to x; errors carry their NDIS status and
 // do not name the element yet.
 func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
-	c, err := checkConfig(in, t.DefaultReplayWindow)
+	c, err := checkConfig(in, t.DefaultReplayWindow, t.UDPPort)
 	if err != nil {
 		return nil, err
 	}

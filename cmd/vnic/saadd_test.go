@@ -71,13 +71,13 @@ func TestParseSAAddGood(t *testing.T) {
 			want: []string{`"Identifier":4,"KeyLength":24`, `"AuthenticationAlgorithm":{"Identifier":1,"KeyLength":16,"KeyOffsetBytes":24,"AdditionalInfo":12}`, `"allow_legacy":true`}},
 		{name: "transport by default, inbound, every option",
 			line: "dir in src 2001:db8::1 dst 2001:db8::2 spi 4097 aead rfc4106(gcm(aes)) 0xKEY20 128 " +
-				"encap espinudp 4501 4502 0.0.0.0 replay-window 256 flag esn seq-hi 3 replay-seq 7 " +
+				"encap espinudp 4501 4500 0.0.0.0 replay-window 256 flag esn seq-hi 3 replay-seq 7 " +
 				"limit byte-soft 1000 byte-hard 2000 limit packet-soft 10 packet-hard 20 time-soft 30 limit time-hard 60 " +
 				"sel src 10.0.0.0/24 dst 10.1.0.0/16 proto tcp dport 443 sel proto 58 pair 5",
 			want: []string{`"direction":"in"`, `"SrcAddr":"2001:db8::1"`, `"DestAddr":"2001:db8::2"`, `"UdpEspEncapsulation":1`,
 				`"Flags":1`, `"Spi":4097`, `"SequenceNumberHighOrder":3`, `"mode":"transport"`, `"replay_window":256`,
 				`"lifetime":{"soft_bytes":1000,"hard_bytes":2000,"soft_packets":10,"hard_packets":20,"soft_seconds":30,"hard_seconds":60}`,
-				`"initial_seq":7`, `"udp":{"sport":4501,"dport":4502}`, `"pair":5`,
+				`"initial_seq":7`, `"udp":{"sport":4501,"dport":4500}`, `"pair":5`,
 				`"selectors":[{"src":"10.0.0.0/24","dst":"10.1.0.0/16","proto":6,"dport":443},{"proto":58}]`}},
 		{name: "tunnel with UDP", line: base + "encap espinudp 4500 4500 0.0.0.0 aead rfc4106(gcm(aes)) 0xKEY20 128",
 			want: []string{`"UdpEspEncapsulation":2`}},

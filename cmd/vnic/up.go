@@ -86,7 +86,7 @@ func parseUp(args []string) (*upConfig, error) {
 	fs.Var(&c.routes, "route", "route into the interface, e.g. 10.2.0.0/16 (repeatable)")
 	fs.Var(&c.underlay, "underlay", "local underlay address, IPv4 and/or IPv6 (repeatable; required)")
 	fs.StringVar(&c.underlayDev, "underlay-dev", "", "underlay interface (default: the one holding the underlay address)")
-	fs.UintVar(&c.udpPort, "udp-port", 4500, "local ESP-in-UDP port")
+	fs.UintVar(&c.udpPort, "udp-port", 4500, "local ESP-in-UDP port: every ESP-in-UDP SA sends from it and receives on it")
 	fs.StringVar(&c.socket, "socket", "", "OID channel socket (default /run/vnic/NAME.sock)")
 	fs.StringVar(&c.keyHistory, "key-history", "", "file that remembers the keys outbound SAs used, so that none is used twice, across restarts too (default: the socket's path with .keys for .sock)")
 	fs.IntVar(&c.capacity, "capacity", 1024, "SaOffloadCapacity: how many SAs the device holds")
@@ -208,8 +208,7 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	defer keys.Close()
 
-	d := &daemon{cfg: cfg, table: sadb.New(cfg.capacity), bus: &event.Bus{}, gen: newGeneration()}
-	d.table.DefaultReplayWindow = cfg.replayWindow
+	d := &daemon{cfg: cfg, table: newTable(cfg), bus: &event.Bus{}, gen: newGeneration()}
 	d.table.Keys = keys
 	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{
 		PassUnknownSPI: cfg.passUnknown, CryptoWorkers: cfg.workers})
@@ -251,6 +250,16 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	log.Info("vnic down", "device", cfg.name)
 	return nil
+}
+
+// newTable returns the daemon's empty SA table, set up from the flags.
+func newTable(cfg *upConfig) *sadb.Table {
+	t := sadb.New(cfg.capacity)
+	t.DefaultReplayWindow = cfg.replayWindow
+	// The one ESP-in-UDP socket's port: SAs with another local port
+	// would not be sent from, or receive on, the port they show.
+	t.UDPPort = uint16(cfg.udpPort)
+	return t
 }
 
 // receive returns the underlay's delivery function: each reader gets its

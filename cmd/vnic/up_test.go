@@ -43,3 +43,25 @@ func TestParseUp(t *testing.T) {
 		}
 	}
 }
+
+// TestNewTable: -udp-port, -replay-window and -capacity reach the SA
+// table, so an ESP-in-UDP SA's local port is the port the socket uses.
+func TestNewTable(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		port uint16
+	}{
+		{[]string{"-underlay", "192.0.2.1"}, 4500},
+		{[]string{"-underlay", "192.0.2.1", "-udp-port", "4501", "-replay-window", "128", "-capacity", "8"}, 4501},
+	} {
+		c, err := parseUp(tc.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab := newTable(c)
+		if tab.UDPPort != tc.port || tab.DefaultReplayWindow != c.replayWindow || tab.Capacity() != c.capacity {
+			t.Errorf("%v: UDPPort %d, DefaultReplayWindow %d, Capacity %d; want %d, %d, %d", tc.args,
+				tab.UDPPort, tab.DefaultReplayWindow, tab.Capacity(), tc.port, c.replayWindow, c.capacity)
+		}
+	}
+}
