@@ -30,7 +30,9 @@ const (
 	// ESNAdvanced: inbound inference moved an SA's ESN high-order bits.
 	ESNAdvanced Type = "EsnAdvanced"
 	// CryptoError: packets failed on an SA (rate-limited: one event per SA
-	// and reason per interval, with the count).
+	// and drop counter per interval, with the count of failures since the
+	// previous one; those of the interval after an event are reported when
+	// it ends, even if no further packet fails).
 	CryptoError Type = "CryptoError"
 )
 
@@ -42,8 +44,9 @@ type Event struct {
 	Pair      sadb.Handle `json:"pair,omitempty"`
 	Direction string      `json:"direction,omitempty"`
 	SPI       uint32      `json:"spi,omitempty"`
-	// Reason says why, in words (for SaDeleteReq: "sequence numbers near
-	// exhaustion", "hard lifetime", "operator request").
+	// Reason says why, in words (for SaDeleteReq: "outbound sequence
+	// numbers near exhaustion", "hard lifetime reached", "operator
+	// request").
 	Reason string `json:"reason,omitempty"`
 	// SeqHigh is the new ESN high-order value (EsnAdvanced).
 	SeqHigh uint32 `json:"seq_high,omitempty"`

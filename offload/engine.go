@@ -102,9 +102,21 @@ type errKey struct {
 	r sadb.Reason
 }
 
+// errState is the rate limit of one SA and counter's CryptoError events.
+// Its fields are guarded by Engine.errMu.
 type errState struct {
-	last    time.Time
-	pending uint64
+	last    time.Time // when the last event went
+	pending uint64    // packets that failed since, not yet reported
+	// flush reports pending once the interval after last is over, so
+	// that the count of a burst is sent even when no error follows it;
+	// armed says it is set to fire.
+	flush *time.Timer
+	armed bool
+	// The SA's and the latest error's fields of the event (the SA itself
+	// is not kept: a deleted one must be let go).
+	dir string
+	spi uint32
+	oe  *Error
 }
 
 // NewEngine returns an engine over table that publishes on bus.
@@ -414,27 +426,67 @@ func (e *Engine) drop(sa *sadb.SA, err error) {
 }
 
 // cryptoEvent publishes a CryptoError event, at most one per SA and
-// counter per interval, carrying how many packets it stands for.
+// counter per interval, carrying how many packets it stands for. The
+// errors that come within the interval after an event are reported
+// together when it is over: by the next error, or by the state's timer if
+// none comes.
 func (e *Engine) cryptoEvent(sa *sadb.SA, oe *Error) {
 	now := time.Now()
 	k := errKey{sa.Handle, oe.Reason}
 	e.errMu.Lock()
 	st := e.errSeen[k]
 	if st == nil {
-		st = &errState{}
+		st = &errState{dir: sa.Config.Direction.String(), spi: sa.Config.SPI}
 		e.errSeen[k] = st
 	}
 	st.pending++
-	if now.Sub(st.last) < e.opts.CryptoEventInterval {
+	st.oe = oe
+	if wait := e.opts.CryptoEventInterval - now.Sub(st.last); wait > 0 {
+		if !st.armed {
+			st.armed = true
+			if st.flush == nil {
+				st.flush = time.AfterFunc(wait, func() { e.flushCryptoEvent(k, st) })
+			} else {
+				st.flush.Reset(wait)
+			}
+		}
 		e.errMu.Unlock()
 		return
 	}
-	n := st.pending
-	st.pending, st.last = 0, now
+	ev := st.take(k.h, now)
 	e.errMu.Unlock()
-	e.bus.Publish(event.Event{Type: event.CryptoError, Time: now, Handle: sa.Handle,
-		Direction: sa.Config.Direction.String(), SPI: sa.Config.SPI, Reason: oe.msg,
-		CryptoStatus: oe.Crypto.String(), Counter: oe.Reason.String(), Count: n})
+	e.bus.Publish(ev)
+}
+
+// flushCryptoEvent is st's timer: it reports the errors still pending once
+// the interval after the last event is over. A state forgotten because its
+// SA was deleted still reports them: those packets did fail.
+func (e *Engine) flushCryptoEvent(k errKey, st *errState) {
+	now := time.Now()
+	e.errMu.Lock()
+	st.armed = false
+	if st.pending == 0 { // a later error reported them
+		e.errMu.Unlock()
+		return
+	}
+	if wait := e.opts.CryptoEventInterval - now.Sub(st.last); wait > 0 {
+		st.armed = true
+		st.flush.Reset(wait)
+		e.errMu.Unlock()
+		return
+	}
+	ev := st.take(k.h, now)
+	e.errMu.Unlock()
+	e.bus.Publish(ev)
+}
+
+// take returns the event reporting st's pending errors, sent at now, and
+// starts a new interval. Engine.errMu must be held.
+func (st *errState) take(h sadb.Handle, now time.Time) event.Event {
+	ev := event.Event{Type: event.CryptoError, Time: now, Handle: h, Direction: st.dir, SPI: st.spi,
+		Reason: st.oe.msg, CryptoStatus: st.oe.Crypto.String(), Counter: st.oe.Reason.String(), Count: st.pending}
+	st.pending, st.last = 0, now
+	return ev
 }
 
 // publish turns a packet's events into OID-channel events.
@@ -515,7 +567,8 @@ func (e *Engine) checkLifetimes(now time.Time) {
 			e.publish(sa, ev)
 		}
 	}
-	// Forget rate-limit state of SAs that are gone.
+	// Forget rate-limit state of SAs that are gone (an armed timer still
+	// reports what is pending).
 	e.errMu.Lock()
 	for k := range e.errSeen {
 		if e.table.Get(k.h) == nil {

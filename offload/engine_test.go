@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -182,6 +184,75 @@ func TestEngineCryptoErrorsCountedAndReported(t *testing.T) {
 	}
 }
 
+// TestEngineCryptoErrorBurstReported: the errors of a burst that come
+// within the rate-limit interval are not lost: once the interval is over,
+// an event reports them though no further error comes, so the events'
+// counts add up to exactly the packets dropped; and the events of one SA
+// and counter are at least an interval apart. A second burst after the
+// first one's report is reported the same way.
+func TestEngineCryptoErrorBurstReported(t *testing.T) {
+	const interval = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := newPeer(), newPeer()
+	b.engine = NewEngine(b.table, b.bus, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoEventInterval: interval})
+	sub := b.bus.Subscribe()
+	defer sub.Close()
+	w, _, hi := link(t, ctx, a, b, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})
+	w.tamper = func(p []byte) { p[len(p)-1] ^= 1 }
+
+	var events []event.Event
+	var sum uint64
+	// collect receives events until their counts add up to want; the
+	// deadline is generous, the report being due one interval after the
+	// first event.
+	collect := func(want uint64) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for sum < want {
+			select {
+			case e := <-sub.C:
+				if e.Type != event.CryptoError || e.Handle != hi || e.Direction != "inbound" || e.SPI != 0x4000 ||
+					e.CryptoStatus != "CRYPTO_TUNNEL_ESP_AUTH_FAILED" || e.Counter != "XfrmInStateProtoError" ||
+					e.Reason != "ESP integrity check failed" || e.Count == 0 {
+					t.Fatalf("event %+v", e)
+				}
+				if n := len(events); n > 0 && e.Time.Sub(events[n-1].Time) < interval {
+					t.Errorf("events %v apart, less than the %v interval: %+v after %+v", e.Time.Sub(events[n-1].Time), interval, e, events[n-1])
+				}
+				events = append(events, e)
+				sum += e.Count
+			case <-deadline:
+				t.Fatalf("after %d failed packets, the events %+v report %d", want, events, sum)
+			}
+		}
+		if sum != want {
+			t.Fatalf("after %d failed packets, the events %+v report %d", want, events, sum)
+		}
+	}
+
+	const burst1, burst2 = 7, 4
+	for range burst1 {
+		a.tun.Outbound <- tuntest.Ping(in4b, in4a)
+	}
+	waitFor(t, func() bool { return b.engine.Stats()["XfrmInStateProtoError"] == burst1 })
+	collect(burst1)
+	if events[0].Count != 1 {
+		t.Errorf("first event %+v: the first error is reported at once, alone", events[0])
+	}
+	for range burst2 {
+		a.tun.Outbound <- tuntest.Ping(in4b, in4a)
+	}
+	waitFor(t, func() bool { return b.engine.Stats()["XfrmInStateProtoError"] == burst1+burst2 })
+	collect(burst1 + burst2)
+	// Nothing is left to report.
+	select {
+	case e := <-sub.C:
+		t.Errorf("an event beyond the %d failed packets: %+v", burst1+burst2, e)
+	case <-time.After(2 * interval):
+	}
+}
+
 // TestEngineDeleteRequestKeepsSA: near exhaustion the device raises
 // SaDeleteReq for the inbound SA and its outbound twin, keeps both working
 // until DELETE_SA, and refuses to send past the last number.
@@ -217,6 +288,43 @@ func TestEngineDeleteRequestKeepsSA(t *testing.T) {
 	waitFor(t, func() bool { return a.engine.Stats()["XfrmOutStateSeqError"] == 1 })
 	if a.table.Get(hout) == nil || a.table.Get(hin) == nil {
 		t.Fatal("the device removed an SA it asked the host to delete")
+	}
+}
+
+// TestEngineEventReasons: the reasons the engine gives its lifetime and
+// SaDeleteReq events are the ones docs/oid-channel.md quotes.
+func TestEngineEventReasons(t *testing.T) {
+	p := newPeer()
+	sub := p.bus.Subscribe()
+	defer sub.Close()
+	h := mustAdd(t, p.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})[0]
+	sa := p.table.Get(h)
+	p.engine.publish(sa, EventSoftLifetime|EventHardLifetime|EventSeqNearExhaustion)
+	want := []struct {
+		typ    event.Type
+		reason string
+	}{
+		{event.SoftLifetime, "soft lifetime reached: rekey now"},
+		{event.HardLifetime, "hard lifetime reached: the SA processes no more packets"},
+		{event.SaDeleteReq, "hard lifetime reached"},
+		{event.SaDeleteReq, "outbound sequence numbers near exhaustion"},
+	}
+	doc, err := os.ReadFile("../docs/oid-channel.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want {
+		select {
+		case e := <-sub.C:
+			if e.Type != w.typ || e.Reason != w.reason || e.Handle != h {
+				t.Errorf("event %+v, want %s for SA %d with reason %q", e, w.typ, h, w.reason)
+			}
+		default:
+			t.Fatalf("no %s event", w.typ)
+		}
+		if q := "`\"" + w.reason + "\"`"; !strings.Contains(string(doc), q) {
+			t.Errorf("docs/oid-channel.md does not quote the %s reason %s", w.typ, q)
+		}
 	}
 }
 
