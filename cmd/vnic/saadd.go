@@ -15,7 +15,7 @@ import (
 // for the thing, plus vnic's own (dir, sel, pair, allow-legacy).
 const saAddUsage = `vnic sa add dir in|out [src ADDR] [dst ADDR] [proto esp] spi SPI [mode tunnel|transport]
     ALGORITHM [encap espinudp SPORT DPORT 0.0.0.0] [replay-window N] [flag esn]
-    [seq-hi N] [seq N | replay-seq N | replay-oseq N] [limit NAME N]...
+    [seq-hi N] [replay-oseq N | replay-seq N | seq N] [limit NAME N]...
     [sel [src PREFIX] [dst PREFIX] [proto PROTO] [sport N] [dport N]]... [pair HANDLE] [allow-legacy]
 ALGORITHM is one of
     aead rfc4106(gcm(aes)) 0xKEYSALT 64|96|128         (AES-GCM; key 20, 28 or 36 bytes with the salt)
@@ -24,6 +24,11 @@ ALGORITHM is one of
     enc cbc(aes) 0xKEY  auth-trunc hmac(sha1|sha256|sha384|sha512) 0xKEY BITS
     enc ecb(cipher_null) ''  auth-trunc hmac(...) 0xKEY BITS
     (auth NAME 0xKEY instead of auth-trunc uses Linux's default truncation)
+replay-oseq N and replay-seq N mean what they mean in ip xfrm: N is the last sequence number
+    sent (dir out: the SA sends N+1 next) or the highest one received (dir in).
+seq N is vnic's own word, NOT ip xfrm's seq (there the key manager's message number, which
+    vnic has no use for): N is the first number to send (dir out) or the highest one
+    received (dir in). All three give the low-order 32 bits; seq-hi the high-order ones (ESN).
 limit NAME is byte-soft, byte-hard, packet-soft, packet-hard, time-soft or time-hard (seconds).
 mode defaults to transport, as in ip xfrm.`
 
@@ -697,12 +702,36 @@ func (p *saAdd) bundle() (oid.SA, error) {
 	default:
 		return oid.SA{}, errors.New("missing an algorithm: give aead rfc4106(gcm(aes)) 0xKEYSALT 128, or enc cbc(aes) 0xKEY with auth-trunc hmac(sha256) 0xKEY 128")
 	}
+	if err := p.checkLastSeq(sa); err != nil {
+		return oid.SA{}, err
+	}
 	p.sa.KeyData = append(append(oid.Key{}, encKey...), authKey...)
 	p.sa.KeyLength = uint32(len(p.sa.KeyData))
 	if p.hasExt {
 		p.sa.Vnic = &p.ext
 	}
 	return p.sa, nil
+}
+
+// checkLastSeq refuses replay-oseq 4294967295, the one number whose next
+// does not fit in initial_seq's 32 bits, in ip xfrm's terms: without ESN
+// it is the last number an SA may send, so none would be left; with ESN
+// the next one has low-order bits 0, where vnic cannot start an SA (its
+// initial_seq 0 means the default, 1).
+func (p *saAdd) checkLastSeq(sa *oid.SecAssoc) error {
+	if p.ext.InitialSeq <= 1<<32-1 {
+		return nil
+	}
+	const last = "replay-oseq 4294967295"
+	hi := sa.SequenceNumberHighOrder
+	switch {
+	case sa.Flags&ndis.FlagESN == 0:
+		return errors.New(last + ": the SA would have no sequence numbers left (without ESN the last one is 4294967295)")
+	case hi == 1<<32-1:
+		return errors.New(last + ": the SA would have no sequence numbers left (with ESN the last one is 4294967295 with replay-oseq-hi 4294967295)")
+	}
+	return fmt.Errorf("%s: the next number would be the first of replay-oseq-hi %d, whose low-order bits are 0, and vnic cannot start an SA there: "+
+		"give replay-oseq-hi %d replay-oseq 0 to start at the number after it", last, uint64(hi)+1, uint64(hi)+1)
 }
 
 // byKeyLen picks an identifier by the key's length.
