@@ -266,11 +266,14 @@ type scapyCase struct {
 	// ESP packets CE, as a congested router would: the replies on vnic0
 	// must carry CE (RFC 6040).
 	ce bool
+	// keepalive: vnic's outbound SA has nat-keepalive-interval 1, and the
+	// responder stays a while after the last reply to count keepalives.
+	keepalive bool
 }
 
 var scapyCases = []scapyCase{
 	{name: "gcm-raw", algo: "gcm"},
-	{name: "gcm-udp", algo: "gcm", udp: true},
+	{name: "gcm-udp", algo: "gcm", udp: true, keepalive: true},
 	{name: "gcm-raw-esn", algo: "gcm", esn: true},
 	{name: "gcm-udp-esn", algo: "gcm", udp: true, esn: true},
 	{name: "gcm-udp-esn-v6", algo: "gcm", udp: true, esn: true, v6: true},
@@ -335,6 +338,9 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 	outWords := append([]string{"dir", "out", "src", ua, "dst", ub, "spi", fmt.Sprintf("0x%x", spi)}, common...)
 	outWords = append(outWords, algoAB...)
 	outWords = append(outWords, "sel", "src", "10.7.0.1/32", "dst", "10.7.0.2/32")
+	if c.keepalive {
+		outWords = append(outWords, "nat-keepalive-interval", "1")
+	}
 	inWords := append([]string{"dir", "in", "src", ub, "dst", ua, "spi", fmt.Sprintf("0x%x", spi+1)}, common...)
 	inWords = append(inWords, algoBA...)
 	inWords = append(inWords, "replay-window", "64", "sel", "src", "10.7.0.2/32", "dst", "10.7.0.1/32")
@@ -358,6 +364,9 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 	if c.esn {
 		args = append(args, "--esn")
 	}
+	if c.keepalive {
+		args = append(args, "--linger", "3")
+	}
 	var pingOpts []string
 	var capture *pcapCapture
 	if c.ce {
@@ -370,9 +379,13 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 
 	before := counters(t, a)
 	got, pingOut := pingN(t, a, "10.7.0.2", scapyPings, "0.02", pingOpts...)
-	// The responder exits once it has answered them all; if some are
-	// missing, SIGTERM makes it print its summary.
-	if err := resp.terminate(3 * time.Second); err != nil {
+	// The responder exits once it has answered them all (and lingered); if
+	// some are missing, SIGTERM makes it print its summary.
+	if c.keepalive {
+		if err := resp.exit(15 * time.Second); err != nil {
+			t.Errorf("responder: %v", err)
+		}
+	} else if err := resp.terminate(3 * time.Second); err != nil {
 		t.Errorf("responder: %v", err)
 	}
 	summary := resp.finish(t, "{", time.Second)
@@ -405,6 +418,7 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 		MaxInSeq   uint64   `json:"max_in_seq"`
 		MaxOutSeq  uint64   `json:"max_out_seq"`
 		InSeqs     []uint64 `json:"in_seqs"`
+		Keepalives uint64   `json:"keepalives"`
 	}
 	if err := json.Unmarshal([]byte(summary), &rs); err != nil {
 		t.Fatalf("responder summary %q: %v", summary, err)
@@ -420,6 +434,13 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 	}
 	if via := map[bool]int{false: rs.Raw, true: rs.UDP}; via[c.udp] != rs.Received || rs.Received < scapyPings {
 		t.Errorf("vnic's ESP came raw %d, in UDP %d times; want all %d via udp=%v", rs.Raw, rs.UDP, scapyPings, c.udp)
+	}
+	switch {
+	case c.keepalive && (rs.Keepalives == 0 || d["VnicOutNatKeepalive"] < rs.Keepalives):
+		t.Errorf("idle for 3 s with nat-keepalive-interval 1: the responder got %d NAT keepalives, vnic counted %d sent; want at least one, all counted",
+			rs.Keepalives, d["VnicOutNatKeepalive"])
+	case !c.keepalive && (rs.Keepalives != 0 || d["VnicOutNatKeepalive"] != 0):
+		t.Errorf("no keepalive interval, yet %d NAT keepalives arrived (%d counted)", rs.Keepalives, d["VnicOutNatKeepalive"])
 	}
 	if len(rs.InSeqs) > 0 && rs.InSeqs[0] != first {
 		t.Errorf("vnic's first sequence number is %#x, want %#x", rs.InSeqs[0], first)

@@ -73,6 +73,10 @@ type Engine struct {
 	errMu   sync.Mutex
 	errSeen map[errKey]*errState
 
+	// keepalives is the NAT keepalive state of outbound ESP-in-UDP SAs;
+	// only RunTimers uses it.
+	keepalives map[sadb.Handle]*keepalive
+
 	// work carries ranges of packets to the crypto workers.
 	work chan cryptoRange
 }
@@ -88,13 +92,14 @@ const (
 	cntPassedUp
 	cntSendErrors
 	cntReadErrors
+	cntOutKeepalives
 	numCounts
 )
 
 var countNames = [numCounts]string{
 	"InPackets", "InBytes", "OutPackets", "OutBytes",
 	"VnicInNatKeepalive", "VnicInIkeDropped", "VnicInPassedUp", "VnicOutSendError",
-	"VnicOutReadError",
+	"VnicOutReadError", "VnicOutNatKeepalive",
 }
 
 type errKey struct {
@@ -125,7 +130,8 @@ func NewEngine(table *sadb.Table, bus *event.Bus, log *slog.Logger, opts Options
 		opts.CryptoEventInterval = time.Second
 	}
 	e := &Engine{table: table, bus: bus, log: log, opts: opts, errSeen: map[errKey]*errState{},
-		work: make(chan cryptoRange, 4*opts.CryptoWorkers)}
+		keepalives: map[sadb.Handle]*keepalive{},
+		work:       make(chan cryptoRange, 4*opts.CryptoWorkers)}
 	table.Quiesce = func() {
 		// Taking the write lock waits for every batch in flight; nothing
 		// needs doing while it is held.
@@ -538,8 +544,9 @@ func (e *Engine) RequestDeleteSA(sa *sadb.SA, reason string) {
 	e.bus.Publish(x)
 }
 
-// RunTimers enforces time lifetimes once a second until ctx ends.
-func (e *Engine) RunTimers(ctx context.Context) {
+// RunTimers enforces time lifetimes and sends NAT keepalives on wire once
+// a second until ctx ends.
+func (e *Engine) RunTimers(ctx context.Context, wire Wire) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -548,6 +555,7 @@ func (e *Engine) RunTimers(ctx context.Context) {
 			return
 		case now := <-t.C:
 			e.checkLifetimes(now)
+			e.natKeepalives(now, wire)
 		}
 	}
 }

@@ -55,6 +55,7 @@ func (b *SA) Config() (sadb.Config, error) {
 	}
 	if ext.UDP != nil {
 		c.Encap.SrcPort, c.Encap.DstPort = ext.UDP.SPort, ext.UDP.DPort
+		c.Encap.KeepaliveInterval = time.Duration(ext.UDP.KeepaliveInterval) * time.Second
 	}
 
 	sa, err := secAssoc(b)
@@ -388,7 +389,8 @@ func describe(t *sadb.Table, sa *sadb.SA, now time.Time) SAInfo {
 	in.Encapsulation = "esp"
 	if c.Encap.UDP {
 		in.Encapsulation = "espinudp"
-		in.UDP = &UDPPorts{SPort: c.Encap.SrcPort, DPort: c.Encap.DstPort}
+		in.UDP = &UDPPorts{SPort: c.Encap.SrcPort, DPort: c.Encap.DstPort,
+			KeepaliveInterval: uint32(c.Encap.KeepaliveInterval / time.Second)}
 	}
 	icvBits := 0
 	if sa.Cipher != nil {

@@ -162,9 +162,13 @@ type Lifetime struct {
 // UDPPorts are the outer UDP ports of ESP-in-UDP, as the SA's Src and Dst:
 // the local one (an outbound SA's SPort, an inbound SA's DPort) is the
 // daemon's -udp-port when 0 and must be it; the peer's is 4500 when 0.
+// KeepaliveInterval (outbound only) is the NAT keepalive interval in
+// seconds, ip xfrm's nat-keepalive-interval: an SA idle that long sends a
+// one-byte keepalive, and one per interval after (RFC 3948 §2.3).
 type UDPPorts struct {
-	SPort uint16 `json:"sport,omitempty"`
-	DPort uint16 `json:"dport,omitempty"`
+	SPort             uint16 `json:"sport,omitempty"`
+	DPort             uint16 `json:"dport,omitempty"`
+	KeepaliveInterval uint32 `json:"nat_keepalive_interval,omitempty"`
 }
 
 // AddSARequest is OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA: a list of bundles.

@@ -3,6 +3,7 @@ package sadb
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"vnic/ndis"
 )
@@ -57,6 +58,9 @@ func checkConfig(in *Config, defaultWindow int, udpPort uint16) (Config, error) 
 		}
 	} else if c.Encap.SrcPort != 0 || c.Encap.DstPort != 0 {
 		return c, invalid("UDP ports %d and %d are given but UDP encapsulation is off", c.Encap.SrcPort, c.Encap.DstPort)
+	}
+	if err := checkKeepalive(&c); err != nil {
+		return c, err
 	}
 	for i := range c.Selectors {
 		if err := checkSelector(&c.Selectors[i]); err != nil {
@@ -131,6 +135,26 @@ func checkUDPPorts(e *Encap, dir Direction, udpPort uint16) error {
 		}
 		return invalid("encap source port %d is not the port this vnic sends ESP-in-UDP from (%d): start vnic up -udp-port %d, or use %d",
 			*local, udpPort, *local, udpPort)
+	}
+	return nil
+}
+
+// MaxKeepaliveInterval is the longest NAT keepalive interval: longer than
+// any NAT keeps an idle UDP mapping.
+const MaxKeepaliveInterval = 24 * time.Hour
+
+// checkKeepalive allows a NAT keepalive interval on outbound ESP-in-UDP
+// SAs only (as the kernel does), in whole seconds up to
+// MaxKeepaliveInterval.
+func checkKeepalive(c *Config) error {
+	k := c.Encap.KeepaliveInterval
+	switch {
+	case k == 0:
+		return nil
+	case !c.Encap.UDP || c.Direction != Outbound:
+		return invalid("a NAT keepalive interval applies to outbound ESP-in-UDP SAs only: the keepalives go where the SA's packets go")
+	case k < time.Second || k > MaxKeepaliveInterval || k%time.Second != 0:
+		return invalid("NAT keepalive interval %v: give whole seconds from 1 to %d", k, int(MaxKeepaliveInterval/time.Second))
 	}
 	return nil
 }

@@ -48,6 +48,13 @@ type Encap struct {
 	// UDPPort, the port the device really uses: 0 means it, and another
 	// value is refused. The peer's port is 4500 when zero.
 	SrcPort, DstPort uint16
+	// KeepaliveInterval, for an outbound ESP-in-UDP SA, is how long the SA
+	// may send nothing before the device sends a NAT keepalive (RFC 3948
+	// §2.3: one 0xFF byte in UDP, from the SA's source port to its
+	// destination), and then one per interval while it stays idle, so
+	// that a NAT on the path keeps its mapping: ip xfrm's
+	// nat-keepalive-interval. Whole seconds; 0: none.
+	KeepaliveInterval time.Duration
 }
 
 // Selector is a traffic selector (RFC 4301 §4.4.1): the inner packets an SA

@@ -2,6 +2,7 @@ package sadb
 
 import (
 	"testing"
+	"time"
 
 	"vnic/ndis"
 )
@@ -118,5 +119,45 @@ func TestUDPPortLeavesCallerConfig(t *testing.T) {
 	}
 	if got := tab.Get(h).Config.Encap; got != (Encap{UDP: true, SrcPort: 4501, DstPort: 4500}) {
 		t.Errorf("stored Encap %+v", got)
+	}
+}
+
+// TestKeepaliveInterval: a NAT keepalive interval is taken on outbound
+// ESP-in-UDP SAs, in whole seconds up to a day, and refused elsewhere.
+func TestKeepaliveInterval(t *testing.T) {
+	udp := func(c Config, k time.Duration) Config {
+		c.Encap = Encap{UDP: true, KeepaliveInterval: k}
+		return c
+	}
+	raw := outCfg(1000, "10.0.0.1")
+	raw.Encap.KeepaliveInterval = 20 * time.Second
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		err  string
+	}{
+		{"outbound UDP, 20 s", udp(outCfg(1000, "10.0.0.1"), 20*time.Second), ""},
+		{"a day", udp(outCfg(1000, "10.0.0.1"), MaxKeepaliveInterval), ""},
+		{"none", udp(outCfg(1000, "10.0.0.1"), 0), ""},
+		{"inbound", udp(inCfg(1000, "10.0.0.1"), 20*time.Second), "applies to outbound ESP-in-UDP SAs only"},
+		{"raw ESP", raw, "applies to outbound ESP-in-UDP SAs only"},
+		{"not whole seconds", udp(outCfg(1000, "10.0.0.1"), 1500*time.Millisecond), "NAT keepalive interval 1.5s: give whole seconds from 1 to 86400"},
+		{"beyond a day", udp(outCfg(1000, "10.0.0.1"), MaxKeepaliveInterval+time.Second), "give whole seconds from 1 to 86400"},
+		{"negative", udp(outCfg(1000, "10.0.0.1"), -time.Second), "give whole seconds"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab := New(4)
+			res, _ := tab.Add([]Config{tc.cfg})
+			if tc.err == "" {
+				if res[0].Err != nil {
+					t.Fatalf("refused: %v", res[0].Err)
+				}
+				if got := tab.Get(res[0].Handle).Config.Encap.KeepaliveInterval; got != tc.cfg.Encap.KeepaliveInterval {
+					t.Errorf("interval %v stored, want %v", got, tc.cfg.Encap.KeepaliveInterval)
+				}
+				return
+			}
+			wantErr(t, res[0].Err, ndis.StatusInvalidParameter, tc.err)
+		})
 	}
 }

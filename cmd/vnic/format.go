@@ -201,6 +201,9 @@ func printSA(w io.Writer, sa *oid.SAInfo) {
 	row("endpoints", "%s -> %s", sa.Src, sa.Dst)
 	if sa.UDP != nil {
 		row("encapsulation", "espinudp, ports %d -> %d", sa.UDP.SPort, sa.UDP.DPort)
+		if k := sa.UDP.KeepaliveInterval; k != 0 {
+			row("nat keepalive", "after %d s idle, then every %d s", k, k)
+		}
 	} else {
 		row("encapsulation", "esp")
 	}

@@ -14,7 +14,8 @@ import (
 // The `vnic sa add` words follow `ip xfrm state add` where it has a word
 // for the thing, plus vnic's own (dir, sel, pair, allow-legacy).
 const saAddUsage = `vnic sa add dir in|out [src ADDR] [dst ADDR] [proto esp] spi SPI [mode tunnel|transport]
-    ALGORITHM [encap espinudp SPORT DPORT 0.0.0.0] [replay-window N] [flag esn]
+    ALGORITHM [encap espinudp SPORT DPORT 0.0.0.0 [nat-keepalive-interval SECONDS]]
+    [replay-window N] [flag esn]
     [seq-hi N] [replay-oseq N | replay-seq N | seq N] [limit NAME N]...
     [sel [src PREFIX] [dst PREFIX] [proto PROTO] [sport N] [dport N]]... [pair HANDLE] [allow-legacy]
 ALGORITHM is one of
@@ -30,6 +31,8 @@ seq N is vnic's own word, NOT ip xfrm's seq (there the key manager's message num
     vnic has no use for): N is the first number to send (dir out) or the highest one
     received (dir in). All three give the low-order 32 bits; seq-hi the high-order ones (ESN).
 limit NAME is byte-soft, byte-hard, packet-soft, packet-hard, time-soft or time-hard (seconds).
+nat-keepalive-interval (dir out, with encap): an SA idle that long sends a NAT keepalive, and
+    one per interval while it stays idle (RFC 3948).
 mode defaults to transport, as in ip xfrm.`
 
 // saAdd collects the words of `vnic sa add`.
@@ -43,6 +46,7 @@ type saAdd struct {
 	dir       string
 	mode      string
 	encap     bool
+	keepalive uint32 // nat-keepalive-interval, seconds
 	aead      *algWords
 	enc, auth *algWords
 	hasExt    bool
@@ -105,10 +109,10 @@ func (p *saAdd) once(word string) error {
 var ignoredWords = map[string]bool{
 	"reqid": true, "mark": true, "output-mark": true, "if_id": true, "ctx": true, "extra-flag": true,
 	"tfcpad": true, "offload": true, "coa": true, "sec-ctx": true, "replay-window-esn": true, "comp": true,
-	"auth-trunc-esn": true, "nat-keepalive-interval": true, "dir-esn": true,
+	"auth-trunc-esn": true, "dir-esn": true,
 }
 
-const wordList = "dir, src, dst, proto, spi, mode, aead, enc, auth, auth-trunc, encap, replay-window, flag, seq, replay-seq, replay-oseq, seq-hi, replay-seq-hi, replay-oseq-hi, limit, sel, pair or allow-legacy"
+const wordList = "dir, src, dst, proto, spi, mode, aead, enc, auth, auth-trunc, encap, nat-keepalive-interval, replay-window, flag, seq, replay-seq, replay-oseq, seq-hi, replay-seq-hi, replay-oseq-hi, limit, sel, pair or allow-legacy"
 
 func (p *saAdd) parse() error {
 	for {
@@ -132,6 +136,8 @@ func (p *saAdd) parse() error {
 			err = p.algorithm(w)
 		case "encap":
 			err = p.encapWord()
+		case "nat-keepalive-interval":
+			err = p.keepaliveWord()
 		case "replay-window":
 			err = p.replayWindow()
 		case "flag":
@@ -343,6 +349,24 @@ func (p *saAdd) encapWord() error {
 	}
 	p.encap = true
 	p.ext.UDP, p.hasExt = &oid.UDPPorts{SPort: ports[0], DPort: ports[1]}, true
+	return nil
+}
+
+// keepaliveWord reads nat-keepalive-interval SECONDS; bundle puts it with
+// the encap ports.
+func (p *saAdd) keepaliveWord() error {
+	if err := p.once("nat-keepalive-interval"); err != nil {
+		return err
+	}
+	v, err := p.arg("nat-keepalive-interval", "seconds, like 20")
+	if err != nil {
+		return err
+	}
+	n, err := parseNum(v, 32)
+	if err != nil || n == 0 {
+		return fmt.Errorf("nat-keepalive-interval: expected seconds, a number from 1 to 86400 like 20, got %s", quote(v))
+	}
+	p.keepalive = uint32(n)
 	return nil
 }
 
@@ -621,6 +645,9 @@ func (p *saAdd) bundle() (oid.SA, error) {
 		if p.mode == "transport" {
 			p.sa.UdpEspEncapsulation = ndis.UDPESPTransport
 		}
+		p.ext.UDP.KeepaliveInterval = p.keepalive
+	} else if p.keepalive != 0 {
+		return oid.SA{}, errors.New("nat-keepalive-interval: needs encap espinudp: NAT keepalives go in UDP")
 	}
 
 	var encKey, authKey []byte

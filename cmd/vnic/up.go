@@ -233,7 +233,7 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	goRun(func() error { return oid.NewServer(d, log).Serve(ctx, ln) })
 	goRun(func() error { return d.engine.RunOutbound(ctx, dev, ul) })
 	goRun(func() error { ul.Run(ctx, log, d.receive(dev)); return nil })
-	goRun(func() error { d.engine.RunTimers(ctx); return nil })
+	goRun(func() error { d.engine.RunTimers(ctx, ul); return nil })
 	goRun(func() error { d.engine.RunCrypto(ctx); return nil })
 
 	<-ctx.Done()

@@ -28,9 +28,10 @@ nat_t_header.
 The inbound high bits are inferred as RFC 4303 Appendix A.2 says, from the
 highest number received so far (--in-top is the initial value).
 
-Prints "ready" on stdout once both sockets listen; exits after answering
---count echo requests, after --timeout seconds or on SIGTERM, printing one
-JSON summary line last.
+Prints "ready" on stdout once both sockets listen; exits --linger seconds
+after answering --count echo requests (NAT keepalives are counted
+meanwhile), after --timeout seconds or on SIGTERM, printing one JSON
+summary line last.
 """
 import argparse
 import hashlib
@@ -184,6 +185,8 @@ def main():
     p.add_argument("--udp-port", type=int, default=4500)
     p.add_argument("--count", type=int, required=True, help="exit after answering this many echo requests")
     p.add_argument("--timeout", type=float, default=20.0)
+    p.add_argument("--linger", type=float, default=0.0,
+                   help="seconds to go on reading (and counting NAT keepalives) after the last reply")
     p.add_argument("--outer-tos", type=int, default=0,
                    help="TOS or traffic class of the ESP packets sent (3: ECN CE, as a congested router marks)")
     args = p.parse_args()
@@ -216,9 +219,16 @@ def main():
     stats = {"received": 0, "replied": 0, "auth_failed": 0, "replayed": 0, "wrong_spi": 0,
              "not_echo": 0, "bad_trailer": 0, "keepalives": 0, "raw": 0, "udp": 0, "in_seqs": [], "out_seqs": []}
     deadline = time.monotonic() + args.timeout
+    linger_until = None
     try:
-        while stats["replied"] < args.count:
+        while True:
+            if stats["replied"] >= args.count and linger_until is None:
+                linger_until = time.monotonic() + args.linger
             left = deadline - time.monotonic()
+            if linger_until is not None:
+                left = min(left, linger_until - time.monotonic())
+                if left <= 0:
+                    break
             if left <= 0:
                 log("timeout")
                 break
