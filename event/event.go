@@ -45,8 +45,8 @@ type Event struct {
 	Direction string      `json:"direction,omitempty"`
 	SPI       uint32      `json:"spi,omitempty"`
 	// Reason says why, in words (for SaDeleteReq: "outbound sequence
-	// numbers near exhaustion", "hard lifetime reached", "operator
-	// request").
+	// numbers near exhaustion", "the peer's sequence numbers near
+	// exhaustion", "hard lifetime reached", "operator request").
 	Reason string `json:"reason,omitempty"`
 	// SeqHigh is the new ESN high-order value (EsnAdvanced).
 	SeqHigh uint32 `json:"seq_high,omitempty"`

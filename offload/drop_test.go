@@ -398,3 +398,40 @@ func TestNATTransportChecksum(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerNearExhaustion: the first packet an inbound SA accepts within
+// the warning margin of the last sequence number (the peer will soon have
+// to stop) raises EventSeqNearExhaustion, once; a forged packet numbered
+// there does not.
+func TestPeerNearExhaustion(t *testing.T) {
+	const last = 1<<32 - 1
+	warnFrom := uint64(last - sadb.DefaultWarnAt)
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x5000, Algo: gcm128(), InitialSeq: warnFrom - 1}
+	out, in := pair(t, cfg)
+	for i, want := range []bool{false, true, false, false} {
+		buf := newBuf()
+		end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
+		sp, _, err := Encapsulate(out, buf, Headroom, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _, err := Parse(buf, sp.Start, sp.End)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 { // a forged copy first: fails its ICV, raises nothing
+			forged := bytes.Clone(buf)
+			forged[sp.End-1] ^= 1
+			if _, ev, err := Decapsulate(in, &h, forged, sp.Start); err == nil || ev&EventSeqNearExhaustion != 0 {
+				t.Fatalf("forged packet: %v, events %#x", err, ev)
+			}
+		}
+		_, ev, err := Decapsulate(in, &h, buf, sp.Start)
+		if err != nil {
+			t.Fatalf("packet %d (seq %d): %v", i, warnFrom-1+uint64(i), err)
+		}
+		if got := ev&EventSeqNearExhaustion != 0; got != want {
+			t.Errorf("packet %d (seq %d, warning from %d): near exhaustion %v, want %v", i, warnFrom-1+uint64(i), warnFrom, got, want)
+		}
+	}
+}

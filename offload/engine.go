@@ -510,7 +510,11 @@ func (e *Engine) publish(sa *sadb.SA, ev Event) {
 		e.RequestDeleteSA(sa, "hard lifetime reached")
 	}
 	if ev&EventSeqNearExhaustion != 0 {
-		e.RequestDeleteSA(sa, "outbound sequence numbers near exhaustion")
+		reason := "outbound sequence numbers near exhaustion"
+		if sa.Config.Direction == sadb.Inbound {
+			reason = "the peer's sequence numbers near exhaustion"
+		}
+		e.RequestDeleteSA(sa, reason)
 	}
 	if ev&EventESNAdvanced != 0 && sa.In != nil {
 		x := base

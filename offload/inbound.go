@@ -187,6 +187,9 @@ func decapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, 
 	if advanced {
 		ev |= EventESNAdvanced
 	}
+	if sa.PeerNearExhaustion(seq) {
+		ev |= EventSeqNearExhaustion
+	}
 
 	// Trailer: pad length, next header, padding 1, 2, 3, ...
 	ps := esp + espHeader + ivLen // first plaintext byte

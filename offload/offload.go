@@ -20,7 +20,9 @@ type Event uint8
 // Events.
 const (
 	// EventSeqNearExhaustion: an outbound SA crossed its warning
-	// threshold before sequence-number exhaustion (raise SaDeleteReq).
+	// threshold before sequence-number exhaustion, or an inbound SA
+	// received the first number past it from its peer (raise
+	// SaDeleteReq).
 	EventSeqNearExhaustion Event = 1 << iota
 	// EventSoftLifetime: the SA reached a soft byte or packet limit.
 	EventSoftLifetime

@@ -150,6 +150,12 @@ type SA struct {
 	// dead is set when the SA is deleted; a packet already holding the
 	// SA drops when it sees it.
 	dead atomic.Bool
+	// peerWarnFrom (inbound SAs) is the number from which a received
+	// packet says the peer nears the end of its sequence numbers (the
+	// table's WarnAt before the last usable one); peerWarned is set by
+	// the first such packet.
+	peerWarnFrom uint64
+	peerWarned   atomic.Bool
 
 	// pair is the opposite-direction twin (see Table.Paired); both links
 	// are set and cleared under the table's writer mutex.
@@ -159,6 +165,15 @@ type SA struct {
 	sels []Selector
 	// all is true when one of sels is the any-selector.
 	all bool
+}
+
+// PeerNearExhaustion reports, for an inbound SA, whether the packet
+// numbered seq (which passed its integrity check) is the first to show
+// that the peer nears the end of its sequence numbers, so that the device
+// asks for a rekey (SaDeleteReq) while the peer can still send. It is true
+// once per SA.
+func (sa *SA) PeerNearExhaustion(seq uint64) bool {
+	return sa.peerWarnFrom != 0 && seq >= sa.peerWarnFrom && sa.peerWarned.CompareAndSwap(false, true)
 }
 
 // Selectors returns the SA's effective traffic selectors: Config.Selectors,

@@ -67,8 +67,10 @@ type AddResult struct {
 // no lock.
 type Table struct {
 	// WarnAt is how many sequence numbers before the last usable one an
-	// outbound SA starts asking to be replaced (see esn.NewOutbound). New
-	// sets it to DefaultWarnAt; change it only before the first Add.
+	// outbound SA starts asking to be replaced (see esn.NewOutbound), and
+	// an inbound SA's received numbers say its peer nears its end (see
+	// SA.PeerNearExhaustion). New sets it to DefaultWarnAt; change it only
+	// before the first Add.
 	WarnAt uint64
 
 	// DefaultReplayWindow is the window of an inbound SA whose Config
@@ -262,6 +264,7 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 			return nil, invalid("%v", err)
 		}
 		sa.In = w
+		sa.peerWarnFrom = max(esn.LastSeq(c.Algo.ESN)-min(t.WarnAt, esn.LastSeq(c.Algo.ESN)), 1)
 	}
 
 	sa.Config.Algo.EncryptionKey = bytes.Clone(c.Algo.EncryptionKey)
