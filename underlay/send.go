@@ -269,12 +269,12 @@ func (c *Conn) flush(k int, failed []bool) (sent int, first error) {
 		m, count := &ms[i], segs[i].n
 		went := 0
 		if (k == kindUDP4 || k == kindUDP6) && len(m.OOB) > 0 && !s.gsoOff && gsoRefused(err) {
-			// Segments larger than the path's MTU are refused (with
-			// EINVAL) and go out split, which lets the kernel fragment
-			// them; the next batch tries GSO again. A refusal of small
-			// segments means the kernel or device cannot segment at
-			// all: split from now on.
-			if segmentSize(m.OOB) <= minLinkPayload {
+			// Segments larger than the path's MTU are refused (EMSGSIZE
+			// on recent kernels, EINVAL on older ones) and go out split,
+			// which lets the kernel fragment them; the next batch tries
+			// GSO again. Any other refusal of small segments means the
+			// kernel or device cannot segment at all: split from now on.
+			if segmentSize(m.OOB) <= minLinkPayload && !errors.Is(err, unix.EMSGSIZE) {
 				s.gsoOff = true
 			}
 			went, err = c.sendSplit(write, m)
@@ -296,9 +296,13 @@ func (c *Conn) flush(k int, failed []bool) (sent int, first error) {
 	return sent, first
 }
 
-// gsoRefused reports whether err says UDP GSO is not available.
+// gsoRefused reports whether err says the kernel would not send a UDP
+// GSO message as one: it cannot segment (EIO, ENOPROTOOPT, EINVAL on
+// older kernels), or the segments exceed the path's MTU (EMSGSIZE, or
+// EINVAL on older kernels).
 func gsoRefused(err error) bool {
-	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT)
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT) ||
+		errors.Is(err, unix.EMSGSIZE)
 }
 
 // minLinkPayload is the largest UDP payload that fits every link IPv6 runs

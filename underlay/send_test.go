@@ -6,10 +6,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -148,13 +151,20 @@ func TestGROSize(t *testing.T) {
 func TestGSORefusal(t *testing.T) {
 	for _, tc := range []struct {
 		size   int
+		err    error
 		gsoOff bool
-	}{{8000, false}, {1000, true}} {
+	}{
+		{8000, unix.EINVAL, false},   // older kernels: larger than the path MTU
+		{1000, unix.EINVAL, true},    // older kernels: cannot segment
+		{8000, unix.EMSGSIZE, false}, // recent kernels: larger than the path MTU
+		{1000, unix.EMSGSIZE, false}, // ... even when the path MTU is small
+		{1000, unix.EIO, true},       // cannot segment (an xfrm route)
+	} {
 		c := &Conn{udp4: &net.UDPConn{}}
 		var sent []int // datagram sizes, in order
 		c.batch[kindUDP4] = func(ms []ipv4.Message, _ int) (int, error) {
 			if len(ms[0].OOB) > 0 {
-				return 0, unix.EINVAL
+				return 0, tc.err
 			}
 			sent = append(sent, len(ms[0].Buffers[0]))
 			return 1, nil
@@ -167,7 +177,7 @@ func TestGSORefusal(t *testing.T) {
 			t.Errorf("%d bytes: sent %v, want two datagrams", tc.size, sent)
 		}
 		if c.send.gsoOff != tc.gsoOff {
-			t.Errorf("%d-byte segments refused: GSO off %v, want %v", tc.size, c.send.gsoOff, tc.gsoOff)
+			t.Errorf("%d-byte segments refused with %v: GSO off %v, want %v", tc.size, tc.err, c.send.gsoOff, tc.gsoOff)
 		}
 	}
 }
@@ -343,5 +353,56 @@ func TestSendBatchNoAllocs(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("%v allocations per batch, want 0", n)
+	}
+}
+
+// TestGSOBeyondPathMTU, in a network namespace of its own whose loopback
+// has an MTU of 1300, sends a GSO message of 1400-byte datagrams: the
+// kernel refuses it as one (EMSGSIZE on recent kernels), and the
+// datagrams must still go, split, for the kernel to fragment, with GSO
+// left on for the next batch.
+func TestGSOBeyondPathMTU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
+			t.Fatal("needs root (a network namespace of its own), and VNIC_REQUIRE_ROOT_TESTS=1 forbids skipping")
+		}
+		t.Skip("needs root: a network namespace of its own (set VNIC_REQUIRE_ROOT_TESTS=1 to fail instead)")
+	}
+	// This goroutine's thread moves to a new namespace and dies with it
+	// (the thread stays locked), so no other test runs there.
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetMTU(lo, 1300); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	for _, local := range []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")} {
+		c, peer := loopbackSender(t, local)
+		port := uint16(peer.LocalAddr().(*net.UDPAddr).Port)
+		pkts := [][]byte{udpPacket(local, port, 1400), udpPacket(local, port, 1400), udpPacket(local, port, 1400)}
+		failed := make([]bool, len(pkts))
+		n, err := c.SendBatch(pkts, failed)
+		if n != 3 || err != nil || slices.Contains(failed, true) {
+			t.Errorf("%v: %d of 3 sent, %v, failed %v", local, n, err, failed)
+		}
+		if c.send.gsoOff {
+			t.Errorf("%v: GSO turned off by a path MTU", local)
+		}
+		buf := make([]byte, 2048)
+		for i := range 3 {
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			m, _, err := peer.ReadFromUDP(buf)
+			if err != nil || m != 1400 {
+				t.Fatalf("%v: datagram %d: %d bytes, %v; want 1400", local, i, m, err)
+			}
+		}
 	}
 }
