@@ -45,3 +45,13 @@ func LastSeq(esn bool) uint64 {
 	}
 	return 1<<32 - 1
 }
+
+// WarnFrom returns the first sequence number that is within warnAt of the
+// last usable one, LastSeq(esn)-warnAt, or 0 when warnAt reaches back to
+// the start: from there an SA asks to be replaced.
+func WarnFrom(esn bool, warnAt uint64) uint64 {
+	if last := LastSeq(esn); warnAt < last {
+		return last - warnAt
+	}
+	return 0
+}

@@ -34,10 +34,7 @@ type Outbound struct {
 // last number itself): the engine turns it into SaDeleteReq. A first beyond
 // LastSeq(esn) gives a counter that is already exhausted.
 func NewOutbound(esn bool, first uint64, warnAt uint64) *Outbound {
-	o := &Outbound{esn: esn, limit: LastSeq(esn)}
-	if warnAt < o.limit {
-		o.warnFrom = o.limit - warnAt
-	}
+	o := &Outbound{esn: esn, limit: LastSeq(esn), warnFrom: WarnFrom(esn, warnAt)}
 	if first == 0 {
 		first = 1
 	}

@@ -1,7 +1,6 @@
 package offload
 
 import (
-	"encoding/binary"
 	"time"
 
 	"vnic/sadb"
@@ -60,37 +59,12 @@ func keepalivePacket(buf []byte, c *sadb.Config) []byte {
 		hl = ipv6Header
 	}
 	pkt := buf[:hl+udpHeader+1]
-	clear(pkt)
+	putOuterHeader(pkt, c, protoUDP, 0, len(pkt), 0, false, 0)
 	u := pkt[hl:]
-	binary.BigEndian.PutUint16(u[0:], c.Encap.SrcPort)
-	binary.BigEndian.PutUint16(u[2:], c.Encap.DstPort)
-	binary.BigEndian.PutUint16(u[4:], udpHeader+1)
+	putUDPHeader(u, c)
 	u[udpHeader] = 0xFF
-	if hl == ipv4MinHeader {
-		h := ipv4(pkt)
-		h[0] = 0x45
-		h.setTotalLen(len(pkt))
-		h[8] = defaultTTL
-		h.setProtocol(protoUDP)
-		if c.Src.Is4() {
-			s := c.Src.As4()
-			copy(h[12:16], s[:])
-		}
-		d := c.Dst.As4()
-		copy(h[16:20], d[:])
-		h.setChecksum()
-		return pkt
+	if hl == ipv6Header {
+		setUDP6Checksum(ipv6(pkt), u)
 	}
-	h := ipv6(pkt)
-	h[0] = 6 << 4
-	h.setPayloadLen(udpHeader + 1)
-	h[6], h[7] = protoUDP, defaultTTL
-	if c.Src.Is6() {
-		s := c.Src.As16()
-		copy(h[8:24], s[:])
-	}
-	d := c.Dst.As16()
-	copy(h[24:40], d[:])
-	setUDP6Checksum(h, u)
 	return pkt
 }

@@ -170,21 +170,40 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 		h := ipv6(hdr)
 		h.setPayloadLen(total - ipv6Header)
 		hdr[nextOff] = outerProto(udp)
-	case !outer6:
-		h := ipv4(hdr)
-		h[0] = 0x45
-		h[1] = encapTOS(tos)
-		h.setTotalLen(total)
+	default:
 		// The identification only has to tell apart the fragments of
 		// packets in flight between the endpoints (RFC 6864): the
-		// sequence number's low bits do, at no cost.
-		binary.BigEndian.PutUint16(h[4:], uint16(seq))
+		// sequence number's low bits do, at no cost. An inner IPv6
+		// packet is never fragmented on the way: DF.
+		putOuterHeader(hdr, cfg, outerProto(udp), encapTOS(tos), total, uint16(seq), df || version == 6, flow)
+	}
+	if udp != 0 {
+		// IPv4: no checksum (RFC 3948 §2.1); IPv6: seal fills it in.
+		putUDPHeader(buf[esp-udpHeader:newEnd], cfg)
+	}
+	ev |= account(sa, payload)
+	return sealJob{Span{newStart, newEnd}, sa, esp, seq}, ev, nil
+}
+
+// putOuterHeader writes the tunnel-mode outer IPv4 or IPv6 header (the
+// family of the SA's destination) of a packet of total bytes carrying
+// proto, from the SA's source (or the unspecified address, which the
+// underlay fills in, when it has none of that family) to its destination.
+// id and df are IPv4's identification and don't-fragment bit, flow the
+// IPv6 flow label.
+func putOuterHeader(hdr []byte, cfg *sadb.Config, proto, tos uint8, total int, id uint16, df bool, flow uint32) {
+	if !cfg.Dst.Is6() {
+		h := ipv4(hdr)
+		h[0] = 0x45
+		h[1] = tos
+		h.setTotalLen(total)
+		binary.BigEndian.PutUint16(h[4:], id)
 		binary.BigEndian.PutUint16(h[6:], 0)
-		if df || version == 6 {
+		if df {
 			h[6] = 0x40
 		}
 		h[8] = defaultTTL
-		h.setProtocol(outerProto(udp))
+		h.setProtocol(proto)
 		src := cfg.Src.Unmap().As4()
 		if !cfg.Src.Is4() && !cfg.Src.Is4In6() {
 			src = [4]byte{}
@@ -193,29 +212,30 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 		dst := cfg.Dst.As4()
 		copy(h[16:20], dst[:])
 		h.setChecksum()
-	default:
-		h := ipv6(hdr)
-		binary.BigEndian.PutUint32(h[0:], 6<<28|uint32(encapTOS(tos))<<20|flow)
-		h.setPayloadLen(total - ipv6Header)
-		h[6] = outerProto(udp)
-		h[7] = defaultTTL
-		var src [16]byte
-		if cfg.Src.Is6() {
-			src = cfg.Src.As16()
-		}
-		copy(h[8:24], src[:])
-		dst := cfg.Dst.As16()
-		copy(h[24:40], dst[:])
+		return
 	}
-	if udp != 0 {
-		u := buf[esp-udpHeader : newEnd]
-		binary.BigEndian.PutUint16(u[0:], cfg.Encap.SrcPort)
-		binary.BigEndian.PutUint16(u[2:], cfg.Encap.DstPort)
-		binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-		binary.BigEndian.PutUint16(u[6:], 0) // IPv4: no checksum (RFC 3948 §2.1); IPv6: seal fills it in
+	h := ipv6(hdr)
+	binary.BigEndian.PutUint32(h[0:], 6<<28|uint32(tos)<<20|flow)
+	h.setPayloadLen(total - ipv6Header)
+	h[6] = proto
+	h[7] = defaultTTL
+	var src [16]byte
+	if cfg.Src.Is6() {
+		src = cfg.Src.As16()
 	}
-	ev |= account(sa, payload)
-	return sealJob{Span{newStart, newEnd}, sa, esp, seq}, ev, nil
+	copy(h[8:24], src[:])
+	dst := cfg.Dst.As16()
+	copy(h[24:40], dst[:])
+}
+
+// putUDPHeader writes the UDP header of the datagram u (header and
+// payload) from the SA's source port to its destination port, with a zero
+// checksum.
+func putUDPHeader(u []byte, cfg *sadb.Config) {
+	binary.BigEndian.PutUint16(u[0:], cfg.Encap.SrcPort)
+	binary.BigEndian.PutUint16(u[2:], cfg.Encap.DstPort)
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	binary.BigEndian.PutUint16(u[6:], 0)
 }
 
 // tagSlack is spare capacity after the ICV that ciphers with a truncated

@@ -264,7 +264,7 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 			return nil, invalid("%v", err)
 		}
 		sa.In = w
-		sa.peerWarnFrom = max(esn.LastSeq(c.Algo.ESN)-min(t.WarnAt, esn.LastSeq(c.Algo.ESN)), 1)
+		sa.peerWarnFrom = max(esn.WarnFrom(c.Algo.ESN, t.WarnAt), 1) // 0 would mean none
 	}
 
 	sa.Config.Algo.EncryptionKey = bytes.Clone(c.Algo.EncryptionKey)
