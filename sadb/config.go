@@ -129,12 +129,12 @@ func checkUDPPorts(e *Encap, dir Direction, udpPort uint16) error {
 		*local = udpPort
 	case udpPort:
 	default:
+		end, does := "source", "sends ESP-in-UDP from"
 		if dir == Inbound {
-			return invalid("encap destination port %d is not the port this vnic receives ESP-in-UDP on (%d): start vnic up -udp-port %d, or use %d",
-				*local, udpPort, *local, udpPort)
+			end, does = "destination", "receives ESP-in-UDP on"
 		}
-		return invalid("encap source port %d is not the port this vnic sends ESP-in-UDP from (%d): start vnic up -udp-port %d, or use %d",
-			*local, udpPort, *local, udpPort)
+		return invalid("encap %s port %d is not the port this vnic %s (%d): start vnic up -udp-port %d, or use %d",
+			end, *local, does, udpPort, *local, udpPort)
 	}
 	return nil
 }

@@ -39,10 +39,12 @@ type NewDeliver func() Deliver
 type reader struct {
 	name  string
 	batch func([]ipv4.Message) (int, error)
-	fix   func(buf []byte, m *ipv4.Message, n int) (start int, ok bool)
-	msgs  []ipv4.Message
-	bufs  [][]byte
-	pkts  []Packet
+	// fix rebuilds the headers the socket took off a datagram of n bytes
+	// from m, whose control messages say anc.
+	fix  func(buf []byte, m *ipv4.Message, anc *ancillary, n int) (start int, ok bool)
+	msgs []ipv4.Message
+	bufs [][]byte
+	pkts []Packet
 	// segs are buffers for the datagrams a UDP GRO read coalesced, after
 	// the first (which stays in place); nil without GRO.
 	segs [][]byte
@@ -56,7 +58,7 @@ const groSegments = 256
 // jumbo frame).
 const segSize = 9216
 
-func newReader(name string, batch func([]ipv4.Message) (int, error), fix func([]byte, *ipv4.Message, int) (int, bool), oob bool) *reader {
+func newReader(name string, batch func([]ipv4.Message) (int, error), fix func([]byte, *ipv4.Message, *ancillary, int) (int, bool), oob bool) *reader {
 	r := &reader{name: name, batch: batch, fix: fix,
 		msgs: make([]ipv4.Message, BatchSize), bufs: make([][]byte, BatchSize), pkts: make([]Packet, 0, BatchSize)}
 	for i := range r.msgs {
@@ -76,7 +78,7 @@ func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver)
 	if c.raw4 != nil {
 		p := ipv4.NewPacketConn(c.raw4)
 		rs = append(rs, newReader("raw4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func([]byte, *ipv4.Message, int) (int, bool) { return Headroom, true }, false))
+			func([]byte, *ipv4.Message, *ancillary, int) (int, bool) { return Headroom, true }, false))
 	}
 	if c.udp4 != nil {
 		p := ipv4.NewPacketConn(c.udp4)
@@ -85,12 +87,12 @@ func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver)
 	if c.raw6 != nil {
 		p := ipv6.NewPacketConn(c.raw6)
 		rs = append(rs, newReader("raw6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func(b []byte, m *ipv4.Message, n int) (int, bool) { return c.fix6(b, m, n, false) }, true))
+			func(b []byte, m *ipv4.Message, a *ancillary, n int) (int, bool) { return c.fix6(b, m, a, n, false) }, true))
 	}
 	if c.udp6 != nil {
 		p := ipv6.NewPacketConn(c.udp6)
 		rs = append(rs, c.groReader(newReader("udp6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func(b []byte, m *ipv4.Message, n int) (int, bool) { return c.fix6(b, m, n, true) }, true)))
+			func(b []byte, m *ipv4.Message, a *ancillary, n int) (int, bool) { return c.fix6(b, m, a, n, true) }, true)))
 	}
 	var wg sync.WaitGroup
 	for _, r := range rs {
@@ -121,11 +123,10 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver) {
 		seg := 0
 		for i := range n {
 			m := &r.msgs[i]
+			anc := parseAncillary(m.OOB[:m.NN]) // once for all of a GRO read's datagrams
 			size := m.N
-			if r.segs != nil {
-				if g := groSize(m.OOB[:m.NN]); g > 0 && g < m.N && g <= segSize {
-					size = g
-				}
+			if g := anc.gro; r.segs != nil && g > 0 && g < m.N && g <= segSize {
+				size = g
 			}
 			if more := (m.N - 1) / size; seg+more > len(r.segs) && len(r.pkts) > 0 {
 				// Not enough segment buffers left: hand over what is
@@ -134,7 +135,7 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver) {
 				deliver(r.pkts)
 				r.pkts, seg = r.pkts[:0], 0
 			}
-			if start, ok := r.fix(r.bufs[i], m, size); ok {
+			if start, ok := r.fix(r.bufs[i], m, &anc, size); ok {
 				r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: Headroom + size})
 				// The datagrams GRO joined behind the first: each to a
 				// buffer of its own, with room for its headers.
@@ -142,7 +143,7 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver) {
 					b := r.segs[seg]
 					seg++
 					k := copy(b[Headroom:Headroom+size], r.bufs[i][Headroom+off:Headroom+m.N])
-					if start, ok := r.fix(b, m, k); ok {
+					if start, ok := r.fix(b, m, &anc, k); ok {
 						r.pkts = append(r.pkts, Packet{Buf: b, Start: start, End: Headroom + k})
 					}
 				}
@@ -230,16 +231,11 @@ func parseAncillary(oob []byte) ancillary {
 	return a
 }
 
-// headerFields returns what a datagram socket took off the IP header of
-// the message m, from its control messages: the destination address
-// (local when not reported), TOS or traffic class (0) and TTL or hop
-// limit (64).
-func headerFields(m *ipv4.Message, local netip.Addr) (dst netip.Addr, tos, ttl int) {
+// headerFields returns what a datagram socket took off the IP header of a
+// datagram, from its control messages a: the destination address (local
+// when not reported), TOS or traffic class (0) and TTL or hop limit (64).
+func headerFields(a *ancillary, local netip.Addr) (dst netip.Addr, tos, ttl int) {
 	dst, tos, ttl = local, 0, 64
-	if m.NN == 0 {
-		return
-	}
-	a := parseAncillary(m.OOB[:m.NN])
 	if a.dst.IsValid() && a.dst.Is4() == local.Is4() {
 		dst = a.dst
 	}
@@ -252,14 +248,10 @@ func headerFields(m *ipv4.Message, local netip.Addr) (dst netip.Addr, tos, ttl i
 	return
 }
 
-// groSize returns the segment size of a UDP GRO read from its control
-// messages, or 0.
-func groSize(oob []byte) int { return parseAncillary(oob).gro }
-
 // fix6 rebuilds the IPv6 header (and the UDP header) that an IPv6 socket
 // takes off, in the headroom before the payload.
-func (c *Conn) fix6(buf []byte, m *ipv4.Message, n int, udp bool) (int, bool) {
-	dst, tclass, hops := headerFields(m, c.local6)
+func (c *Conn) fix6(buf []byte, m *ipv4.Message, anc *ancillary, n int, udp bool) (int, bool) {
+	dst, tclass, hops := headerFields(anc, c.local6)
 	var src netip.Addr
 	var sport uint16
 	switch a := m.Addr.(type) {
@@ -293,12 +285,12 @@ func (c *Conn) fix6(buf []byte, m *ipv4.Message, n int, udp bool) (int, bool) {
 
 // fixUDP4 rebuilds the IPv4 and UDP headers of a datagram from the IPv4
 // UDP socket.
-func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message, n int) (int, bool) {
+func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message, anc *ancillary, n int) (int, bool) {
 	a, ok := m.Addr.(*net.UDPAddr)
 	if !ok {
 		return 0, false
 	}
-	dst, tos, ttl := headerFields(m, c.local4)
+	dst, tos, ttl := headerFields(anc, c.local4)
 	ap := a.AddrPort()
 	start := Headroom - 8
 	putUDP(buf[start:], ap.Port(), c.port, n)

@@ -120,19 +120,11 @@ func TestUDPHeaderRebuilt(t *testing.T) {
 		{"udp6", netip.MustParseAddr("::1")},
 	} {
 		t.Run(tc.network, func(t *testing.T) {
-			c := &Conn{port: 0}
-			conn, err := c.listenUDP(context.Background(), tc.network, tc.local)
-			if err != nil {
-				if tc.local.Is6() {
-					t.Skipf("no IPv6 loopback here: %v", err)
-				}
-				t.Fatal(err)
-			}
-			c.port = uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+			c, peer := loopbackSender(t, tc.local)
 			if tc.local.Is4() {
-				c.udp4, c.local4 = conn, tc.local
+				c.port = uint16(c.udp4.LocalAddr().(*net.UDPAddr).Port)
 			} else {
-				c.udp6, c.local6 = conn, tc.local
+				c.port = uint16(c.udp6.LocalAddr().(*net.UDPAddr).Port)
 			}
 			got := make(chan []byte, 1)
 			ctx, cancel := context.WithCancel(context.Background())
@@ -151,11 +143,6 @@ func TestUDPHeaderRebuilt(t *testing.T) {
 			}()
 			defer func() { cancel(); <-done }()
 
-			peer, err := net.ListenUDP(tc.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(tc.local, 0)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
 			rc, _ := peer.SyscallConn()
 			const tos, ttl = 0xb8 | 0x03, 33 // DSCP EF, ECN CE
 			var serr error

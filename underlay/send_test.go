@@ -138,8 +138,8 @@ func TestGROSize(t *testing.T) {
 		{"length beyond buffer", b[:next+8], 0},
 	}
 	for _, c := range cases {
-		if got := groSize(c.oob); got != c.want {
-			t.Errorf("%s: groSize = %d, want %d", c.name, got, c.want)
+		if got := parseAncillary(c.oob).gro; got != c.want {
+			t.Errorf("%s: GRO size %d, want %d", c.name, got, c.want)
 		}
 	}
 }
