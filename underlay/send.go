@@ -3,6 +3,7 @@ package underlay
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -11,6 +12,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"vnic/ipfrag"
 )
 
 // ErrNoSocket: no socket is open for the packet's family and framing.
@@ -49,6 +52,12 @@ type sender struct {
 	oneBuf [1][]byte
 	// gsoOff is set once the kernel refused UDP GSO.
 	gsoOff bool
+	// frags, fragMsgs, fragBufs and scratch are sendFragments' reusable
+	// state: a packet's fragments (in scratch) and their messages.
+	frags    [][]byte
+	fragMsgs []ipv4.Message
+	fragBufs [][]byte
+	scratch  []byte
 }
 
 // gsoState is what a message holds: how many packets (one for a raw
@@ -81,11 +90,31 @@ func (c *Conn) SendBatch(pkts [][]byte, failed []bool) (sent int, err error) {
 	if failed != nil {
 		clear(failed[:len(pkts)])
 	}
+	note := func(e error) {
+		if e != nil && err == nil {
+			err = e
+		}
+	}
 	for i, p := range pkts {
-		if e := c.queue(i, p); e != nil {
-			if err == nil {
-				err = e
+		if k, ok := c.oversizeRaw(p); ok {
+			// Fragments go out in their place in the packets of
+			// their socket: those queued before them first.
+			n, e := c.flush(k, failed)
+			sent += n
+			note(e)
+			s.queue[k], s.from[k] = s.queue[k][:0], s.from[k][:0]
+			if e := c.sendFragments(k, p); e != nil {
+				note(e)
+				if failed != nil {
+					failed[i] = true
+				}
+			} else {
+				sent++
 			}
+			continue
+		}
+		if e := c.queue(i, p); e != nil {
+			note(e)
 			if failed != nil {
 				failed[i] = true
 			}
@@ -94,11 +123,104 @@ func (c *Conn) SendBatch(pkts [][]byte, failed []bool) (sent int, err error) {
 	for k := range numKinds {
 		n, e := c.flush(k, failed)
 		sent += n
-		if e != nil && err == nil {
-			err = e
-		}
+		note(e)
 	}
 	return sent, err
+}
+
+// oversizeRaw reports whether pkt goes out on a raw socket and is larger
+// than the link's MTU as last read, and which socket kind it is for.
+func (c *Conn) oversizeRaw(pkt []byte) (int, bool) {
+	mtu := int(c.mtu.Load())
+	if mtu == 0 || len(pkt) <= mtu || len(pkt) < 40 {
+		return 0, false
+	}
+	switch {
+	case pkt[0]>>4 == 4 && pkt[9] != unix.IPPROTO_UDP && c.raw4 != nil:
+		return kindRaw4, true
+	case pkt[0]>>4 == 6 && c.raw6 != nil:
+		if _, udp := udpOffset6(pkt); !udp {
+			return kindRaw6, true
+		}
+	}
+	return 0, false
+}
+
+// sendFragments sends a raw packet that is larger than the link's MTU as
+// fragments that fit it (RFC 791, RFC 8200 §4.5), as the kernel does for
+// ESP it sends itself and for vnic's ESP-in-UDP: the kernel refuses to
+// fragment what a HDRINCL socket sends (EMSGSIZE). An IPv4 packet's Don't
+// Fragment bit, copied from the inner packet, is cleared: the inner packet
+// still goes whole, inside an outer packet that is fragmented and
+// reassembled by the peer. It returns nil once every fragment went.
+func (c *Conn) sendFragments(k int, pkt []byte) error {
+	s := &c.send
+	mtu := c.readMTU()
+	if len(pkt) <= mtu {
+		s.fragBufs = append(s.fragBufs[:0], pkt)
+		return c.sendAll(k, s.fragBufs, pkt)
+	}
+	var err error
+	if k == kindRaw4 {
+		binary.BigEndian.PutUint16(pkt[6:], binary.BigEndian.Uint16(pkt[6:])&^0x4000)
+		// The kernel gives a HDRINCL packet with identification 0 one
+		// of its own, each fragment another: they must share one.
+		if binary.BigEndian.Uint16(pkt[4:]) == 0 {
+			binary.BigEndian.PutUint16(pkt[4:], uint16(c.fragID.Add(1))|1)
+		}
+		if need := ipfrag.ScratchSizeIPv4(len(pkt), mtu, 60); cap(s.scratch) < need {
+			s.scratch = make([]byte, need)
+		}
+		s.frags, err = ipfrag.FragmentIPv4(pkt, mtu, s.scratch[:cap(s.scratch)], s.frags[:0])
+	} else {
+		// The unfragmentable part is rarely more than the fixed header;
+		// room for twice the packet covers a long one too.
+		if need := max(ipfrag.ScratchSizeIPv6(len(pkt), mtu, 40), 2*len(pkt)); cap(s.scratch) < need {
+			s.scratch = make([]byte, need)
+		}
+		s.frags, err = ipfrag.FragmentIPv6(pkt, mtu, c.fragID.Add(1), s.scratch[:cap(s.scratch)], s.frags[:0])
+	}
+	if err != nil {
+		return fmt.Errorf("underlay: fragment a %d-byte packet for a %d-byte MTU: %w", len(pkt), mtu, err)
+	}
+	return c.sendAll(k, s.frags, pkt)
+}
+
+// sendAll sends each of bufs, whole IP packets to pkt's destination, on
+// the raw socket of kind k.
+func (c *Conn) sendAll(k int, bufs [][]byte, pkt []byte) error {
+	s := &c.send
+	a := &s.ip[k]
+	if len(*a) == 0 {
+		*a = append(*a, net.IPAddr{IP: make(net.IP, 0, 16)})
+	}
+	addr := &(*a)[0] // free: the kind's queue was flushed
+	if k == kindRaw4 {
+		addr.IP = append(addr.IP[:0], pkt[16:20]...)
+	} else {
+		addr.IP = append(addr.IP[:0], pkt[24:40]...)
+	}
+	for len(s.fragMsgs) < len(bufs) {
+		s.fragMsgs = append(s.fragMsgs, ipv4.Message{Buffers: make([][]byte, 1)})
+	}
+	msgs := s.fragMsgs[:len(bufs)]
+	for i, b := range bufs {
+		msgs[i].Buffers[0], msgs[i].Addr, msgs[i].OOB = b, addr, nil
+	}
+	for i := 0; i < len(msgs); {
+		n, err := c.batch[k](msgs[i:], 0)
+		if err != nil {
+			if errors.Is(err, unix.EMSGSIZE) {
+				c.readMTU()
+			}
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		i += n
+	}
+	return nil
 }
 
 // Send transmits one packet (see SendBatch).
@@ -281,6 +403,11 @@ func (c *Conn) flush(k int, failed []bool) (sent int, first error) {
 		}
 		sent += went
 		if err != nil {
+			if (k == kindRaw4 || k == kindRaw6) && errors.Is(err, unix.EMSGSIZE) {
+				// The link's MTU went down: the next large
+				// packets go out in fragments.
+				c.readMTU()
+			}
 			if first == nil {
 				first = err
 			}

@@ -406,3 +406,113 @@ func TestGSOBeyondPathMTU(t *testing.T) {
 		}
 	}
 }
+
+// TestRawFragments sends raw ESP packets larger than the link's MTU, over
+// loopback in a namespace of the test's own with an MTU of 1300: they go
+// out in fragments (an IPv4 packet's Don't Fragment bit cleared), which
+// the kernel reassembles, between smaller packets, in order. When the
+// link's MTU goes down after Open, the first packet above it fails
+// (EMSGSIZE) and the next ones go in fragments.
+func TestRawFragments(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
+			t.Fatal("needs root (a network namespace of its own), and VNIC_REQUIRE_ROOT_TESTS=1 forbids skipping")
+		}
+		t.Skip("needs root: a network namespace of its own (set VNIC_REQUIRE_ROOT_TESTS=1 to fail instead)")
+	}
+	runtime.LockOSThread() // the thread dies with the namespace
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(netlink.LinkSetMTU(lo, 1300), netlink.LinkSetUp(lo)); err != nil {
+		t.Fatal(err)
+	}
+	l4, l6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	c, err := Open(context.Background(), Config{Local4: l4, Local6: l6, Device: "lo", NoUDP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.mtu.Load() != 1300 {
+		t.Fatalf("MTU read at Open: %d, want 1300", c.mtu.Load())
+	}
+	for _, local := range []netip.Addr{l4, l6} {
+		network := "ip4:50"
+		if local.Is6() {
+			network = "ip6:50"
+		}
+		peer, err := net.ListenIP(network, &net.IPAddr{IP: local.AsSlice()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		sizes := []int{100, 4000, 1300, 1301, 65000, 200}
+		pkts := make([][]byte, len(sizes))
+		for i, n := range sizes {
+			pkts[i] = espPacket(local, n, byte(i))
+		}
+		failed := make([]bool, len(pkts))
+		if n, err := c.SendBatch(pkts, failed); n != len(pkts) || err != nil || slices.Contains(failed, true) {
+			t.Fatalf("%v: %d of %d sent, %v, failed %v", local, n, len(pkts), err, failed)
+		}
+		buf := make([]byte, 70000)
+		for i, n := range sizes {
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			m, _, err := peer.ReadFrom(buf) // the payload after the IP header
+			hl := 20
+			if local.Is6() {
+				hl = 40
+			}
+			want := pkts[i][hl:]
+			if err != nil || m != len(want) || string(buf[:m]) != string(want) {
+				t.Fatalf("%v: packet %d (%d bytes): got %d bytes (%v), want its %d-byte payload intact", local, i, n, m, err, len(want))
+			}
+		}
+	}
+
+	// The link's MTU goes down under the Conn.
+	if err := netlink.LinkSetMTU(lo, 1280); err != nil {
+		t.Fatal(err)
+	}
+	pkts := [][]byte{espPacket(l4, 1290, 1), espPacket(l4, 1290, 2)}
+	failed := make([]bool, 2)
+	n, err := c.SendBatch(pkts[:1], failed)
+	if n != 0 || !errors.Is(err, unix.EMSGSIZE) || !failed[0] {
+		t.Errorf("a packet above an MTU lowered since: %d sent, %v, failed %v; want EMSGSIZE", n, err, failed[:1])
+	}
+	if n, err := c.SendBatch(pkts[1:], failed); n != 1 || err != nil {
+		t.Errorf("the next one: %d sent, %v; want it sent in fragments", n, err)
+	}
+}
+
+// espPacket is a raw ESP packet of n bytes from and to local, with Don't
+// Fragment set (IPv4), its payload filled from seed.
+func espPacket(local netip.Addr, n int, seed byte) []byte {
+	p := make([]byte, n)
+	a := local.AsSlice()
+	if local.Is4() {
+		p[0], p[8], p[9] = 0x45, 64, unix.IPPROTO_ESP
+		binary.BigEndian.PutUint16(p[2:], uint16(n))
+		binary.BigEndian.PutUint16(p[6:], 0x4000)
+		copy(p[12:], a)
+		copy(p[16:], a)
+		fillFrom(p[20:], seed)
+	} else {
+		p[0], p[6], p[7] = 0x60, unix.IPPROTO_ESP, 64
+		binary.BigEndian.PutUint16(p[4:], uint16(n-40))
+		copy(p[8:], a)
+		copy(p[24:], a)
+		fillFrom(p[40:], seed)
+	}
+	return p
+}
+
+func fillFrom(b []byte, seed byte) {
+	for i := range b {
+		b[i] = seed + byte(i*7)
+	}
+}

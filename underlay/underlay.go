@@ -14,12 +14,15 @@ package underlay
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -65,6 +68,11 @@ type Conn struct {
 	port   uint16
 	closed sync.Once
 	send   sender
+	// mtu is the MTU of the interface the sockets are bound to, as last
+	// read (0: unknown); raw packets larger than it are fragmented.
+	mtu atomic.Int64
+	// fragID numbers the IPv6 packets the underlay fragments.
+	fragID atomic.Uint32
 	// batch[k] sends a batch on the socket of kind k (sendmmsg); made
 	// once in Open.
 	batch [numKinds]func([]ipv4.Message, int) (int, error)
@@ -123,7 +131,40 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 	if c.udp6 != nil {
 		c.batch[kindUDP6] = ipv6.NewPacketConn(c.udp6).WriteBatch
 	}
+	var id [4]byte
+	_, _ = rand.Read(id[:])
+	c.fragID.Store(binary.NativeEndian.Uint32(id[:]))
+	c.readMTU()
 	return c, nil
+}
+
+// readMTU reads the MTU of the interface the sockets are bound to, keeps
+// it for oversizeRaw, and returns it (the last one read if reading fails).
+func (c *Conn) readMTU() int {
+	var pc *net.IPConn
+	switch {
+	case c.raw4 != nil:
+		pc = c.raw4
+	case c.raw6 != nil:
+		pc = c.raw6
+	default:
+		return int(c.mtu.Load()) // only raw packets are fragmented here
+	}
+	ifr, err := unix.NewIfreq(c.cfg.Device)
+	if err != nil {
+		return int(c.mtu.Load())
+	}
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		return int(c.mtu.Load())
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ierr = unix.IoctlIfreq(int(fd), unix.SIOCGIFMTU, ifr) }); err != nil || ierr != nil {
+		return int(c.mtu.Load())
+	}
+	mtu := int64(ifr.Uint32())
+	c.mtu.Store(mtu)
+	return int(mtu)
 }
 
 // Device returns the name of the interface the sockets are bound to.
