@@ -11,6 +11,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"vnic/event"
+	"vnic/ipfrag"
 	"vnic/ndis"
 	"vnic/sadb"
 )
@@ -172,6 +173,9 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	for i := range bufs {
 		bufs[i] = make([]byte, Headroom+maxPacket+Tailroom)
 	}
+	// IPv4 fragments that transport-mode SAs would carry are reassembled
+	// first: ESP protects whole datagrams there (RFC 4303 §3.3.4).
+	b.reasm = ipfrag.NewReassembler(ipfrag.Config{Headroom: Headroom, Tailroom: Tailroom})
 	for {
 		count, err := dev.Read(bufs, sizes, Headroom)
 		if err != nil {
@@ -188,12 +192,16 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 		}
 		b.jobs, b.bufs, b.sizes, out = b.jobs[:0], b.bufs[:0], b.sizes[:0], out[:0]
 		e.inflight.RLock()
-		for i := range count {
-			if j, ok := e.outbound(bufs[i], Headroom, Headroom+sizes[i]); ok {
-				b.jobs = append(b.jobs, j)
-				b.bufs = append(b.bufs, bufs[i])
-				b.sizes = append(b.sizes, sizes[i])
+		if b.reasm.Len() > 0 {
+			b.now = time.Now()
+			if _, n := b.reasm.Expire(b.now); n > 0 {
+				e.dropN(ErrFragTimeout, uint64(n))
 			}
+		} else {
+			b.now = time.Time{}
+		}
+		for i := range count {
+			e.outbound(b, bufs[i], Headroom, Headroom+sizes[i])
 		}
 		e.cryptAll(b, len(b.jobs), &b.done)
 		for i, j := range b.jobs {
@@ -203,7 +211,7 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			// Each packet counts as sent or as a send error; failed
 			// says which, so the error itself is not needed. (The
 			// SA's counters took the packet when it was numbered.)
-			_, _ = wire.SendBatch(out, failed)
+			_, err := wire.SendBatch(out, failed)
 			var sent, bytes uint64
 			for i, f := range failed[:len(out)] {
 				if !f {
@@ -215,10 +223,30 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			e.counts[cntOutBytes].Add(bytes)
 			if n := uint64(len(out)) - sent; n > 0 {
 				e.counts[cntSendErrors].Add(n)
+				e.logSendErrors(b, failed[:len(out)], err)
 			}
 		}
 		e.inflight.RUnlock()
+		for _, d := range b.whole {
+			b.reasm.Release(d)
+		}
 		clear(b.jobs) // let deleted SAs go
+		b.whole = b.whole[:0]
+	}
+}
+
+// logSendErrors logs, at debug, the packets of a batch that the underlay
+// did not send, with their SAs.
+func (e *Engine) logSendErrors(b *outBatch, failed []bool, err error) {
+	if !e.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	for i, f := range failed {
+		if f {
+			sa := b.jobs[i].sa
+			e.log.Debug("outbound packet not sent", "counter", countNames[cntSendErrors], "sa", sa.Handle,
+				"spi", sa.Config.SPI, "dst", sa.Config.Dst, "bytes", b.jobs[i].Len(), "err", err)
+		}
 	}
 }
 
@@ -230,6 +258,13 @@ type outBatch struct {
 	bufs  [][]byte
 	sizes []int
 	done  sync.WaitGroup
+	// reasm reassembles the IPv4 fragments of transport-mode SAs; whole
+	// holds the datagrams it completed in this batch (in its buffers,
+	// given back after the send); now is the batch's time once a
+	// fragment needed it.
+	reasm *ipfrag.Reassembler
+	whole []ipfrag.Datagram
+	now   time.Time
 }
 
 func (b *outBatch) crypt(lo, hi int) {
@@ -239,21 +274,64 @@ func (b *outBatch) crypt(lo, hi int) {
 }
 
 // outbound numbers one plaintext packet and writes its headers for its
-// outbound SA; the cryptography is left to the batch.
-func (e *Engine) outbound(buf []byte, start, end int) (sealJob, bool) {
+// outbound SA, adding it to the batch; the cryptography is left to the
+// batch. An IPv4 fragment for a transport-mode SA waits for the rest of
+// its datagram, which goes once whole.
+func (e *Engine) outbound(b *outBatch, buf []byte, start, end int) {
 	f, ok := FlowOf(buf[start:end])
 	if !ok {
 		e.drop(nil, ErrBadPlaintext)
-		return sealJob{}, false
+		return
 	}
 	sa := e.table.LookupOutbound(f)
 	if sa == nil {
 		e.drop(nil, ErrNoOutSA)
-		return sealJob{}, false
+		return
+	}
+	if sa.Config.Mode == sadb.Transport && ipfrag.IsFragment(buf[start:end]) {
+		d, ok := e.reassemble(b, sa, buf[start:end])
+		if !ok {
+			return
+		}
+		// The whole datagram, its ports known now, may belong to
+		// another SA than its fragment did.
+		buf, start, end = d.Buf, d.Start, d.End
+		if f, ok = FlowOf(buf[start:end]); !ok {
+			e.drop(sa, ErrBadPlaintext)
+			return
+		}
+		if sa = e.table.LookupOutbound(f); sa == nil {
+			e.drop(nil, ErrNoOutSA)
+			return
+		}
 	}
 	j, ev, err := encapBegin(sa, buf, start, end)
-	_, ok = e.settle(sa, j.Span, ev, err)
-	return j, ok
+	if _, ok := e.settle(sa, j.Span, ev, err); ok {
+		b.jobs = append(b.jobs, j)
+		b.bufs = append(b.bufs, buf)
+		b.sizes = append(b.sizes, end-start)
+	}
+}
+
+// reassemble gives an IPv4 fragment for the transport-mode SA sa to the
+// batch's Reassembler, and returns the datagram it completed, if it did.
+// Fragments it drops are counted on sa, and with them those of their
+// datagram held until then.
+func (e *Engine) reassemble(b *outBatch, sa *sadb.SA, frag []byte) (ipfrag.Datagram, bool) {
+	if b.now.IsZero() {
+		b.now = time.Now()
+	}
+	d, res, held := b.reasm.Add(frag, b.now)
+	switch res {
+	case ipfrag.Complete:
+		b.whole = append(b.whole, d)
+		return d, true
+	case ipfrag.Invalid:
+		e.dropOnSA(sa, ErrFragInvalid, uint64(held)+1)
+	case ipfrag.Full:
+		e.dropOnSA(sa, ErrFragFull, uint64(held)+1)
+	}
+	return ipfrag.Datagram{}, false
 }
 
 // settle publishes what processing a packet with sa made happen and counts
@@ -413,6 +491,22 @@ func (e *Engine) dropN(oe *Error, n uint64) {
 	e.drops[oe.Reason].Add(n)
 }
 
+// dropOnSA counts n outbound packets of sa dropped for oe, globally and on
+// sa, and logs them at debug.
+func (e *Engine) dropOnSA(sa *sadb.SA, oe *Error, n uint64) {
+	e.drops[oe.Reason].Add(n)
+	sa.Counters.Drops[oe.Reason].Add(n)
+	e.logDrop(sa, oe, n)
+}
+
+// logDrop logs, at debug, outbound packets of sa dropped because they
+// could not be sent as they are: too large, or fragments that never made
+// a datagram.
+func (e *Engine) logDrop(sa *sadb.SA, oe *Error, n uint64) {
+	e.log.Debug("outbound packets dropped", "counter", oe.Reason.String(), "reason", oe.msg, "packets", n,
+		"sa", sa.Handle, "spi", sa.Config.SPI, "dst", sa.Config.Dst)
+}
+
 // drop counts a dropped packet under its reason, globally and on its SA.
 func (e *Engine) drop(sa *sadb.SA, err error) {
 	var oe *Error
@@ -427,6 +521,9 @@ func (e *Engine) drop(sa *sadb.SA, err error) {
 		sa.Counters.Drops[oe.Reason].Add(1)
 		if oe.Reason < sadb.OutError && oe != ErrDummy {
 			e.cryptoEvent(sa, oe)
+		}
+		if oe == ErrTooBig {
+			e.logDrop(sa, oe, 1)
 		}
 	}
 }

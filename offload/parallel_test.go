@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"vnic/algo"
 	"vnic/event"
 	"vnic/internal/testutil"
+	"vnic/ipfrag"
 	"vnic/sadb"
 )
 
@@ -337,16 +339,13 @@ func TestEngineBatchNoAllocs(t *testing.T) {
 	for i := range bufs {
 		bufs[i] = make([]byte, Headroom+1500+Tailroom)
 	}
-	ob := &outBatch{jobs: make([]sealJob, 0, batch), bufs: make([][]byte, 0, batch)}
+	ob := &outBatch{jobs: make([]sealJob, 0, batch), bufs: make([][]byte, 0, batch), sizes: make([]int, 0, batch)}
 	var sealed [][]byte // every packet sealed, for the inbound half
 	n := testing.AllocsPerRun(runs, func() {
-		ob.jobs, ob.bufs = ob.jobs[:0], ob.bufs[:0]
+		ob.jobs, ob.bufs, ob.sizes = ob.jobs[:0], ob.bufs[:0], ob.sizes[:0]
 		for _, buf := range bufs {
 			end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 1300)
-			if j, ok := a.engine.outbound(buf, Headroom, end); ok {
-				ob.jobs = append(ob.jobs, j)
-				ob.bufs = append(ob.bufs, buf)
-			}
+			a.engine.outbound(ob, buf, Headroom, end)
 		}
 		a.engine.cryptAll(ob, len(ob.jobs), &ob.done)
 		if len(ob.jobs) != batch {
@@ -460,12 +459,12 @@ func TestEngineReadsAnyMTU(t *testing.T) {
 	// The largest packet that fits in an outer IPv4 packet with 20 bytes
 	// of IP header, 8 of ESP header, 8 of IV, 2 of trailer and 16 of ICV
 	// (65478 needs no padding to 4 bytes; the next three need 3, 2 and 1,
-	// and each makes 65536 bytes): one byte more is refused.
+	// and each makes 65536 bytes): one byte more is refused, as VnicOutTooBig.
 	largest := 0xFFFF - 20 - 8 - 8 - 2 - 16 - 3
 	want := [][]byte{big(1400), big(9000), big(largest)}
 	devA.in <- want[:1] // read with ErrTooManySegments
 	devA.in <- append(want[1:], big(largest+1))
-	waitFor(t, func() bool { return len(devB.received()) == len(want) && a.engine.Stats()["XfrmOutError"] == 1 })
+	waitFor(t, func() bool { return len(devB.received()) == len(want) && a.engine.Stats()["VnicOutTooBig"] == 1 })
 	for i, p := range devB.received() {
 		if !bytes.Equal(p, want[i]) {
 			t.Errorf("packet %d (%d bytes) changed on the way", i, len(want[i]))
@@ -473,5 +472,92 @@ func TestEngineReadsAnyMTU(t *testing.T) {
 	}
 	if n := a.engine.Stats()["VnicOutReadError"]; n != 1 {
 		t.Errorf("VnicOutReadError %d, want 1", n)
+	}
+}
+
+// TestEngineTransportFragments: the IPv4 fragments of a datagram that a
+// transport-mode SA carries are reassembled and protected once whole (RFC
+// 4303 §3.3.4), across device reads and in any order, and reach the peer
+// as the datagram they were cut from; overlapping fragments are dropped
+// and counted on the SA, with those of their datagram held until then; a
+// tunnel-mode SA protects each fragment as it comes.
+func TestEngineTransportFragments(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := parallelPeer(ctx, 0), parallelPeer(ctx, 0)
+	devA, devB := newBatchTUN(), newBatchTUN()
+	defer close(devA.in)
+	cfg := sadb.Config{Mode: sadb.Transport, Src: v4a, Dst: v4b, SPI: 0x600, Algo: gcm128()}
+	out, in := cfg, cfg
+	out.Direction, in.Direction, in.ReplayWindow = sadb.Outbound, sadb.Inbound, 64
+	hOut := mustAdd(t, a.table, out)[0]
+	mustAdd(t, b.table, in)
+	w := &wireTo{rx: b.engine.NewReceiver(devB)}
+	go a.engine.RunOutbound(ctx, devA, w)
+
+	datagram := func(id uint16, n int) []byte {
+		buf := make([]byte, 20+8+n)
+		end := udpPacket(buf, 0, v4a, v4b, 1000, 2000, n)
+		p := buf[:end]
+		binary.BigEndian.PutUint16(p[4:], id)
+		binary.BigEndian.PutUint16(p[6:], 0) // DF clear: the host may fragment it
+		ipv4(p).setChecksum()
+		return p
+	}
+	fragments := func(p []byte, mtu int) [][]byte {
+		frags, err := ipfrag.FragmentIPv4(p, mtu, make([]byte, ipfrag.ScratchSizeIPv4(len(p), mtu, 60)), nil)
+		if err != nil || len(frags) < 3 {
+			t.Fatalf("fragment: %d fragments, %v", len(frags), err)
+		}
+		return frags
+	}
+
+	// Reversed, across two reads, then a second datagram in order.
+	d1, d2 := datagram(7, 5000), datagram(8, 3000)
+	f1, f2 := fragments(d1, 1400), fragments(d2, 1300)
+	slices.Reverse(f1)
+	devA.in <- f1[:2]
+	devA.in <- f1[2:]
+	devA.in <- f2
+	waitFor(t, func() bool { return len(devB.received()) == 2 })
+	for i, want := range [][]byte{d1, d2} {
+		if got := devB.received()[i]; !bytes.Equal(got, want) {
+			t.Errorf("datagram %d: the peer got %d bytes, want the %d-byte datagram intact", i, len(got), len(want))
+		}
+	}
+	if n := len(w.records()); n != 2 {
+		t.Errorf("%d ESP packets on the wire, want 2 (one per datagram)", n)
+	}
+
+	// Two fragments held, then one overlapping them: all three dropped.
+	f3 := fragments(datagram(9, 4000), 1400)
+	devA.in <- f3[:2]
+	over := slices.Clone(f3[1])
+	binary.BigEndian.PutUint16(over[6:], binary.BigEndian.Uint16(over[6:])-1) // 8 bytes earlier
+	ipv4(over).setChecksum()
+	devA.in <- [][]byte{over}
+	waitFor(t, func() bool { return a.engine.Stats()["VnicOutFragInvalid"] == 3 })
+	if n := a.table.Get(hOut).Counters.Drops[sadb.OutFragInvalid].Load(); n != 3 {
+		t.Errorf("the SA counted %d VnicOutFragInvalid, want 3", n)
+	}
+
+	// Tunnel mode: each fragment goes on its own.
+	tun := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x601, Algo: gcm128(),
+		Selectors: []sadb.Selector{{Src: netip.MustParsePrefix(in4a.String() + "/32")}}}
+	tout, tin := tun, tun
+	tout.Direction, tin.Direction, tin.ReplayWindow = sadb.Outbound, sadb.Inbound, 64
+	mustAdd(t, a.table, tout)
+	mustAdd(t, b.table, tin)
+	inner := make([]byte, 20+8+4000)
+	end := udpPacket(inner, 0, in4a, in4b, 1, 2, 4000)
+	binary.BigEndian.PutUint16(inner[6:], 0)
+	ipv4(inner[:end]).setChecksum()
+	ft := fragments(inner[:end], 1400)
+	devA.in <- ft
+	waitFor(t, func() bool { return len(devB.received()) == 2+len(ft) })
+	for i, f := range ft {
+		if !bytes.Equal(devB.received()[2+i], f) {
+			t.Errorf("tunnel mode: fragment %d changed on the way", i)
+		}
 	}
 }

@@ -224,6 +224,10 @@ const (
 	OutNoStates                     // XfrmOutNoStates: no outbound SA for the packet
 	OutStateSeqError                // XfrmOutStateSeqError: sequence numbers exhausted
 	OutStateExpired                 // XfrmOutStateExpired: hard lifetime reached
+	OutTooBig                       // vnic: the protected packet would exceed 65535 bytes
+	OutFragInvalid                  // vnic: transport mode, a malformed or overlapping IPv4 fragment
+	OutFragFull                     // vnic: transport mode, no room to reassemble another datagram
+	OutFragTimeout                  // vnic: transport mode, fragments of a datagram that never completed
 	NumReasons
 )
 
@@ -234,6 +238,7 @@ var reasonNames = [NumReasons]string{
 	"VnicInDummy",
 	"XfrmOutError", "XfrmOutBufferError", "XfrmOutNoStates",
 	"XfrmOutStateSeqError", "XfrmOutStateExpired",
+	"VnicOutTooBig", "VnicOutFragInvalid", "VnicOutFragFull", "VnicOutFragTimeout",
 }
 
 // String returns the counter name, for example "XfrmInStateSeqError".
