@@ -1,6 +1,7 @@
 package ipfrag
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -34,9 +35,9 @@ func TestFragmentAllocs(t *testing.T) {
 }
 
 // TestReassembleAllocs: once warmed up, a Reassembler allocates nothing,
-// whatever happens to the datagrams: completed in any order, grown from
-// 2 KiB to 64 KiB, dropped for an overlap, refused for want of room,
-// expired.
+// whatever happens to the IPv4 and IPv6 datagrams: completed in any
+// order, grown from 2 KiB to 64 KiB, dropped for an overlap, refused for
+// want of room or as malformed, expired.
 func TestReassembleAllocs(t *testing.T) {
 	if testutil.RaceEnabled {
 		t.Skip("the race detector allocates")
@@ -49,17 +50,28 @@ func TestReassembleAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%2 == 1 {
-			for a, b := 0, len(frags)-1; a < b; a, b = a+1, b-1 {
-				frags[a], frags[b] = frags[b], frags[a]
-			}
+			slices.Reverse(frags)
+		}
+		packets = append(packets, frags...)
+		pkt = ipv6Packet([]ext{{0, 8}, {43, 24}, {60, 16}}[:i%4], 17, pattern(size, byte(i)))
+		frags, err = FragmentIPv6(pkt, 1280, uint32(i), make([]byte, ScratchSizeIPv6(len(pkt), 1280, 72)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			slices.Reverse(frags)
 		}
 		packets = append(packets, frags...)
 	}
 	whole := pattern(100, 0)
 	stale := frag4(101, whole, 0, 8, true)
-	kept := frag4(102, whole, 0, 8, true)
+	kept := frag6(nil, 17, 102, whole[:8], 0, true)
 	refused := frag4(103, whole, 0, 8, true)
-	overlapping := [][]byte{frag4(100, whole, 0, 16, true), frag4(100, whole, 8, 16, true)}
+	overlapping := [][]byte{
+		frag4(100, whole, 0, 16, true), frag4(100, whole, 8, 16, true),
+		frag6(nil, 17, 100, whole[:16], 0, true), frag6(nil, 17, 100, whole[8:24], 8, true),
+	}
+	truncated := frag6(nil, 6, 104, whole[:16], 0, true) // TCP's header cut (RFC 7112)
 	r := NewReassembler(Config{MaxDatagrams: 3, Headroom: 32, Tailroom: 32})
 	now := t0
 	var results [Full + 1]int
@@ -77,6 +89,9 @@ func TestReassembleAllocs(t *testing.T) {
 		add(overlapping[0], now)
 		add(refused, now) // beyond MaxDatagrams
 		add(overlapping[1], now)
+		add(overlapping[2], now)
+		add(overlapping[3], now)
+		add(truncated, now)
 		for _, p := range packets {
 			add(p, now)
 		}
@@ -88,7 +103,7 @@ func TestReassembleAllocs(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%v allocations per cycle, want 0", n)
 	}
-	if results[Complete] != 4*101 || results[Duplicate] == 0 || results[Invalid] != 101 || results[Full] != 101 {
-		t.Errorf("results %v: want 404 complete, some duplicates, 101 invalid, 101 full", results)
+	if results[Complete] != 8*101 || results[Duplicate] == 0 || results[Invalid] != 3*101 || results[Full] != 101 {
+		t.Errorf("results %v: want 808 complete, some duplicates, 303 invalid, 101 full", results)
 	}
 }

@@ -2,8 +2,8 @@ package ipfrag
 
 import "math/bits"
 
-// maxBlocks is the number of 8-byte blocks of data an IPv4 datagram can
-// have: fragment offsets count in them.
+// maxBlocks is the number of 8-byte blocks of data a datagram can have
+// (IPv4's 65515 bytes, IPv6's 65535): fragment offsets count in them.
 const maxBlocks = 65536 / 8
 
 // blockSet is a set of 8-byte blocks of a datagram's data, one bit each.

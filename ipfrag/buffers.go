@@ -4,8 +4,9 @@ import "math/bits"
 
 // Datagram buffers come in size classes by the data they can hold: 2 KiB,
 // 4 KiB, ... 64 KiB, enough for the largest datagram. Each has room before
-// the data for the caller's headroom and the largest IPv4 header, and
-// after it for the caller's tailroom.
+// the data for the caller's headroom and the longest header (maxHeader:
+// an IPv4 header or an IPv6 unfragmentable part), and after it for the
+// caller's tailroom.
 const (
 	minClassShift = 11 // 2 KiB of data in the smallest class
 	numClasses    = 6  // the largest holds 64 KiB
@@ -20,7 +21,7 @@ func classOf(n int) int {
 // buffers is a free list of datagram buffers by class. It keeps at most
 // limit bytes of them; the rest go to the garbage collector.
 type buffers struct {
-	headroom  int // Config.Headroom plus the largest IPv4 header
+	headroom  int // Config.Headroom plus maxHeader
 	tailroom  int
 	limit     int
 	freeBytes int

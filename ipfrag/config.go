@@ -5,8 +5,8 @@ import "time"
 // Config sets a Reassembler's limits. A zero or negative field takes its
 // default.
 type Config struct {
-	// MaxDatagrams is how many incomplete datagrams are held at once
-	// (default 64). Each costs some 2 KiB of bookkeeping besides its
+	// MaxDatagrams is how many incomplete datagrams, IPv4 and IPv6
+	// together, are held at once (default 64). Each costs some 2 KiB of bookkeeping besides its
 	// buffer.
 	MaxDatagrams int
 	// MaxBytes bounds the memory of the buffers of incomplete datagrams
@@ -38,7 +38,8 @@ const (
 	// Complete: the fragment completed its datagram, which Add returns.
 	Complete
 	// Duplicate: the fragment is an exact duplicate of one held (same
-	// offset, length, More Fragments bit and data) and was ignored.
+	// offset, length, More Fragments bit or M flag, and data) and was
+	// ignored.
 	Duplicate
 	// Invalid: the fragment is malformed, or inconsistent with those held
 	// for its datagram, and was dropped (with the datagram, in the second
@@ -61,7 +62,7 @@ func (r Result) String() string {
 	return "Result(?)"
 }
 
-// Datagram is a reassembled IPv4 datagram in a buffer of the
+// Datagram is a reassembled IPv4 or IPv6 datagram in a buffer of the
 // Reassembler's. Buf[Start:End] is the packet; at least Config.Headroom
 // bytes before Start and Config.Tailroom after End are the caller's to
 // use, with whatever they hold.

@@ -104,46 +104,22 @@ func FragmentIPv6(pkt []byte, mtu int, id uint32, scratch []byte, out [][]byte) 
 func ipv6Chain(pkt []byte) (unfrag, nextAt, chain int, err error) {
 	unfrag, nextAt = ipv6Header, 6
 	next, off := pkt[6], ipv6Header
-	inUnfrag := true // still in the leading run of headers that may be unfragmentable
-	for {
-		var l int
-		switch next {
-		case nhHopByHop, nhRouting, nhDstOpts:
-			if off+2 > len(pkt) {
-				return 0, 0, 0, ErrMalformed
-			}
-			l = (int(pkt[off+1]) + 1) * 8
-		case nhAH:
-			if off+2 > len(pkt) {
-				return 0, 0, 0, ErrMalformed
-			}
-			l = (int(pkt[off+1]) + 2) * 4
-			inUnfrag = false
-		case nhFragment:
-			return 0, 0, 0, ErrFragmented
-		default:
-			chain = off + upperHeader(next)
-			return unfrag, nextAt, min(chain, len(pkt)), nil
-		}
-		if off+l > len(pkt) {
+	// The unfragmentable part ends after the last Hop-by-Hop Options or
+	// Routing header of the leading run of those and Destination Options
+	// headers.
+	for next == nhHopByHop || next == nhRouting || next == nhDstOpts {
+		l, ok := extLen(pkt, off, next)
+		if !ok {
 			return 0, 0, 0, ErrMalformed
 		}
-		if inUnfrag && next != nhDstOpts {
+		if next != nhDstOpts {
 			unfrag, nextAt = off+l, off
 		}
 		next = pkt[off]
 		off += l
 	}
-}
-
-// upperHeader returns the length of the fixed part of an upper-layer
-// header that the first fragment must hold, as Linux checks it.
-func upperHeader(proto byte) int {
-	switch proto {
-	case nhTCP:
-		return 20
-	case nhUDP, nhICMPv6, nhESP:
-		return 8
+	if chain, err = chainEnd(pkt, off, next); err != nil {
+		return 0, 0, 0, err
 	}
-	return 0
+	return unfrag, nextAt, min(chain, len(pkt)), nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -22,21 +23,29 @@ var fuzzDatagrams = func() [][]byte {
 	return d
 }()
 
-// FuzzReassembler runs a sequence of fragments and timer ticks derived
-// from the input on a Reassembler and on refReassembler, and demands the
-// same results, dropped counts, datagrams held, bytes held (never over
-// MaxBytes) and reassembled packets; a reassembled packet must stay intact
-// until released. Input: byte 0 picks MaxDatagrams (1 to 4) and MaxBytes,
-// byte 1 the headroom and tailroom; then 6-byte operations.
+// FuzzReassembler runs a sequence of IPv4 and IPv6 fragments and timer
+// ticks derived from the input on a Reassembler and on refReassembler, and
+// demands the same results, dropped counts, datagrams held, bytes held
+// (never over MaxBytes) and reassembled packets; a reassembled packet must
+// stay intact until released. Input: byte 0 picks MaxDatagrams (1 to 4)
+// and MaxBytes, byte 1 the headroom and tailroom; then 6-byte operations.
 //
 // An operation's byte 0 picks what it does: below 12, add a fragment; 12
 // and 13, advance the time by byte 1 seconds and expire; 14 and 15,
 // release the oldest datagram held by the test. For a fragment, byte 1's
 // bits: 0-1 the datagram, 2 offsets anywhere (else in the first 256
 // bytes), 3 any length (else a multiple of 8), 4 lengths 64 times larger,
-// 5 the last fragment; bytes 2-3 the offset, byte 4 the length, byte 5
-// bits 0-1 the options (none, copied, a 60-byte header). Byte 0 10 alters
-// the data, 11 damages the header.
+// 5 the last fragment, 6 IPv6 (else IPv4), 7 (IPv4) protocol 0 (else 17);
+// bytes 2-3 the offset, byte 4 the length. Byte 5: for IPv4, bits 0-1 the
+// options (none, copied, a 60-byte header) and the others the TTL; for
+// IPv6, bits 0-1 the extension headers before the Fragment header (none,
+// Hop-by-Hop, Hop-by-Hop, Destination Options and Routing, a 256-byte
+// Hop-by-Hop: the longest unfragmentable part taken), bits 2-3 the
+// Fragment header's next header (No Next Header, UDP, TCP, Destination
+// Options) and the others the hop limit. Byte 0 10 alters the data, 11
+// damages the headers. IPv6 datagrams have the addresses of IPv4's (as
+// their first 4 bytes) and the same identifications, so that only the
+// family (and the protocol) tells them apart.
 func FuzzReassembler(f *testing.F) {
 	op := func(b ...byte) []byte { return b }
 	seed := func(cfg, room byte, ops ...[]byte) []byte {
@@ -57,6 +66,14 @@ func FuzzReassembler(f *testing.F) {
 	f.Add(seed(0, 0, op(0, 0x28, 3, 0, 4), op(0, 0x28, 3, 0, 4), op(0, 0, 0, 0, 2))) // last, partial block, first
 	f.Add(seed(0, 0, op(0, 0x2c, 0x1f, 0xf9, 23), op(0, 0, 0, 0, 0, 2)))             // too long with a 60-byte header
 	f.Add(seed(0, 0, op(0, 0x34, 0x1f, 0xf0, 10), op(0, 0x04, 0, 0, 0, 2), op(0, 0x14, 0, 0, 0xff)))
+	f.Add(seed(0, 0, op(0, 0x40, 0, 0, 1, 1), op(0, 0x60, 2, 0, 3, 2), op(14)))                               // IPv6, in order
+	f.Add(seed(0, 0, op(0, 0x60, 2, 0, 3, 3), op(0, 0x40, 1, 0, 0, 7), op(0, 0x40, 0, 0, 0, 4), op(14)))      // IPv6, reversed
+	f.Add(seed(1, 0, op(0, 0x80, 0, 0, 1), op(0, 0x40, 0, 0, 1), op(0, 0xa0, 2, 0, 3), op(0, 0x60, 2, 0, 3))) // both families, same key bytes
+	f.Add(seed(0, 0, op(0, 0x40, 0, 0, 0, 8), op(0, 0x40, 0, 0, 2, 8), op(0, 0x40, 0, 0, 1, 12)))             // TCP, too short then long enough
+	f.Add(seed(0, 0, op(0, 0x40, 0, 0, 0, 0x2c), op(0, 0x41, 0, 0, 7, 0x0d), op(0, 0x61, 8, 0, 3, 0)))        // Destination Options after the Fragment header
+	f.Add(seed(0, 0, op(11, 0x40, 0, 0, 1, 0), op(11, 0x40, 0, 0, 1, 0x10), op(11, 0x40, 0, 0, 1, 0x20), op(11, 0x40, 0, 0, 1, 0x30)))
+	f.Add(seed(0, 0, op(0, 0x74, 0x1f, 0xff, 0, 1), op(0, 0x54, 0x1f, 0xf0, 0xff, 0), op(0, 0x40, 0, 0, 0, 1))) // too long with a Hop-by-Hop header
+	f.Add(seed(0, 0, op(0, 0x40, 0, 0, 1, 3), op(10, 0x40, 0, 0, 1, 3), op(0, 0x61, 2, 0, 3, 3)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 2 {
 			return
@@ -140,6 +157,9 @@ func fuzzFragment(o []byte) []byte {
 		n *= 64
 	}
 	n = min(n, 65536-off)
+	if o[1]&0x40 != 0 {
+		return fuzzFragment6(o, id, off, n)
+	}
 	var opts []opt
 	switch o[5] & 3 {
 	case 1:
@@ -147,7 +167,11 @@ func fuzzFragment(o []byte) []byte {
 	case 2:
 		opts = []opt{nop, optRR, optRA, optTS, optSec}
 	}
-	p := ipv4Packet(opts, 17, uint16(id), fuzzDatagrams[id][off:off+n])
+	proto := byte(17)
+	if o[1]&0x80 != 0 {
+		proto = 0
+	}
+	p := ipv4Packet(opts, proto, uint16(id), fuzzDatagrams[id][off:off+n])
 	if len(p) > 65535 {
 		p = p[:65535]
 		binary.BigEndian.PutUint16(p[2:], 65535)
@@ -173,11 +197,61 @@ func fuzzFragment(o []byte) []byte {
 	return p
 }
 
+// The extension headers before the Fragment header, and the Fragment
+// header's next headers, of FuzzReassembler's IPv6 fragments.
+var (
+	fuzzUnfrag = [][]ext{nil, {{0, 8}}, {{0, 8}, {60, 8}, {43, 24}}, {{0, 256}}}
+	fuzzNext6  = []byte{59, 17, 6, 60}
+)
+
+// fuzzFragment6 builds the IPv6 fragment of a FuzzReassembler operation:
+// the data of datagram id from off, n bytes of it.
+func fuzzFragment6(o []byte, id, off, n int) []byte {
+	exts := fuzzUnfrag[o[5]&3]
+	damage := -1
+	if o[0]%16 == 11 {
+		damage = int(o[5]>>4) % 4
+	}
+	if damage == 2 {
+		exts = []ext{{0, 264}} // a 304-byte unfragmentable part
+	}
+	p := frag6(exts, fuzzNext6[o[5]>>2&3], uint32(id), fuzzDatagrams[id][off:off+n], off, o[1]&0x20 == 0)
+	copy(p[8:24], make([]byte, 16))
+	copy(p[8:], testSrc4[:])
+	copy(p[24:40], make([]byte, 16))
+	copy(p[24:], testDst4[:])
+	if len(p) > 40+65535 {
+		p = p[:40+65535]
+		n = len(p) - (40 + unfragLen(exts) + 8)
+	}
+	binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+	p[7] = o[5] >> 4 // hop limit: duplicates may differ in it
+	switch {
+	case o[0]%16 == 10:
+		p[len(p)-1-int(o[5])%n]++
+	case damage == 0:
+		binary.BigEndian.PutUint16(p[4:], uint16(o[5])*37)
+	case damage == 1 && o[4]&1 == 0:
+		p[0] = o[4]&0xf0 | p[0]&15 // the version
+	case damage == 1:
+		at := 6 // the next header field that names the Fragment header
+		if len(exts) > 0 {
+			at = unfragLen(exts[:len(exts)-1])
+		}
+		p[at] = o[2]
+	case damage == 3:
+		p = p[:int(o[4])%min(len(p), 64)]
+	}
+	return p
+}
+
 // FuzzFragment builds an IPv4 or IPv6 packet from the input (or takes the
 // input as one), fragments it at an MTU from the input, checks the
-// fragments with checkFragments4 or checkFragments6, and reassembles IPv4
-// fragments with a Reassembler, in an order from the input, into the
-// packet. Input: byte 0 bit 0 IPv6, bit 1 raw packet; bytes 1-2 the MTU;
+// fragments with checkFragments4 or checkFragments6, and reassembles them
+// with a Reassembler, in an order from the input, into the packet (but an
+// IPv4 packet that is itself a fragment; and a Reassembler must refuse
+// the fragments of an IPv6 packet whose unfragmentable part is longer than
+// 296 bytes). Input: byte 0 bit 0 IPv6, bit 1 raw packet; bytes 1-2 the MTU;
 // then, for a built packet, bytes 3-4 the payload length, byte 5 (IPv4)
 // the fragment flags or (IPv6) the upper-layer protocol, byte 6 the order
 // of arrival, and the rest options or extension headers (2 bytes each);
@@ -264,11 +338,28 @@ func fuzzBuilt4(t *testing.T, data []byte, mtu int) {
 	if fragment {
 		return
 	}
+	checkReassembly(t, pkt, frags, uint64(data[6]), false)
+}
+
+// checkReassembly gives frags, the fragments of pkt, to a Reassembler in
+// an order from seed, and checks that it reassembles pkt, or, if refused,
+// that it refuses every fragment as Invalid.
+func checkReassembly(t *testing.T, pkt []byte, frags [][]byte, seed uint64, refused bool) {
+	t.Helper()
 	r := NewReassembler(Config{})
-	rand.New(rand.NewPCG(uint64(data[6]), 0)).Shuffle(len(frags), func(i, j int) { frags[i], frags[j] = frags[j], frags[i] })
+	frags = slices.Clone(frags)
+	rand.New(rand.NewPCG(seed, 0)).Shuffle(len(frags), func(i, j int) { frags[i], frags[j] = frags[j], frags[i] })
 	for i, p := range frags {
+		if !IsFragment(p) {
+			t.Fatalf("fragment %d of %d: not a fragment", i, len(frags))
+		}
 		d, res, _ := r.Add(p, t0)
-		if i < len(frags)-1 && res != Held || i == len(frags)-1 && (res != Complete || !bytes.Equal(d.Packet(), pkt)) {
+		switch {
+		case refused:
+			if res != Invalid || r.Len() != 0 {
+				t.Fatalf("fragment %d of %d: %v, want invalid", i, len(frags), res)
+			}
+		case i < len(frags)-1 && res != Held || i == len(frags)-1 && (res != Complete || !bytes.Equal(d.Packet(), pkt)):
 			t.Fatalf("fragment %d of %d: %v", i, len(frags), res)
 		}
 	}
@@ -366,6 +457,7 @@ func fuzzBuilt6(t *testing.T, data []byte, mtu int) {
 	if err := checkFragments6(pkt, mtu, id, unfrag, nextAt, frags); err != nil {
 		t.Fatal(err)
 	}
+	checkReassembly(t, pkt, frags, uint64(data[6]), unfrag > 296)
 }
 
 // true40 is refUnfrag's result, or 40 for an unfragmentable part that
@@ -400,4 +492,5 @@ func fuzzRaw6(t *testing.T, pkt []byte, mtu int) {
 	if err := checkFragments6(pkt, mtu, 5, unfrag, nextAt, frags); err != nil {
 		t.Fatal(err)
 	}
+	checkReassembly(t, pkt, frags, uint64(mtu), unfrag > 296)
 }

@@ -22,6 +22,15 @@ const (
 const (
 	ipv6Header     = 40
 	ipv6FragHeader = 8
+	ipv6MaxPayload = 65535 // the largest payload length but for jumbograms
+
+	fragOffset6 = 0xfff8 // in a Fragment header's third and fourth bytes: the offset, in bytes
+	fragM6      = 0x0001 // the M (more fragments) flag
+
+	// ipv6MaxUnfrag is the longest unfragmentable part (the IPv6 header
+	// and the extension headers before the Fragment header) of a fragment
+	// that a Reassembler takes: 40 bytes and 256 of extension headers.
+	ipv6MaxUnfrag = ipv6Header + 256
 
 	nhHopByHop = 0
 	nhTCP      = 6
@@ -71,10 +80,115 @@ func ipv4Header(pkt []byte) (int, bool) {
 	return hl, true
 }
 
-// IsFragment reports whether pkt is an IPv4 fragment: an IPv4 packet with
-// More Fragments set or a non-zero fragment offset. Those are what a
-// Reassembler takes.
+// maxHeader is the room for a header before a datagram's data in a
+// Reassembler's buffers: the largest IPv4 header, or the longest IPv6
+// unfragmentable part it takes, whichever is longer.
+const maxHeader = max(ipv4MaxHeader, ipv6MaxUnfrag)
+
+// IsFragment reports whether pkt is an IPv4 fragment, an IPv4 packet with
+// More Fragments set or a non-zero fragment offset, or an IPv6 fragment:
+// an IPv6 packet whose Hop-by-Hop Options, Destination Options and Routing
+// headers, if any, lead to a Fragment header (within the packet and its
+// payload length) with the M flag set or a non-zero offset. An IPv6
+// atomic fragment, whose Fragment header has offset 0 and M clear (RFC
+// 6946), is not one: it is a whole packet. Fragments are what a
+// Reassembler takes; it may still find them malformed (see Add).
 func IsFragment(pkt []byte) bool {
-	return len(pkt) >= ipv4MinHeader && pkt[0]>>4 == 4 &&
-		be.Uint16(pkt[6:])&(flagMF|offsetMask) != 0
+	if len(pkt) == 0 {
+		return false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		return len(pkt) >= ipv4MinHeader && be.Uint16(pkt[6:])&(flagMF|offsetMask) != 0
+	case 6:
+		if len(pkt) < ipv6Header {
+			return false
+		}
+		pkt = pkt[:min(len(pkt), ipv6Header+int(be.Uint16(pkt[4:])))]
+		at, _ := ipv6FragmentHeader(pkt)
+		return at > 0 && be.Uint16(pkt[at+2:])&(fragOffset6|fragM6) != 0
+	}
+	return false
+}
+
+// ipv6FragmentHeader returns the offset of the Fragment header of the IPv6
+// packet pkt, if a run of Hop-by-Hop Options, Destination Options and
+// Routing headers after the IPv6 header, or none, leads to one that pkt
+// holds whole, and the offset of the Next Header field that names it (6,
+// or in the last header of the run); 0, 0 otherwise.
+func ipv6FragmentHeader(pkt []byte) (at, nextAt int) {
+	if len(pkt) < ipv6Header {
+		return 0, 0
+	}
+	next, off := pkt[6], ipv6Header
+	nextAt = 6
+	for {
+		switch next {
+		case nhFragment:
+			if off+ipv6FragHeader > len(pkt) {
+				return 0, 0
+			}
+			return off, nextAt
+		case nhHopByHop, nhRouting, nhDstOpts:
+			l, ok := extLen(pkt, off, next)
+			if !ok {
+				return 0, 0
+			}
+			next, nextAt = pkt[off], off
+			off += l
+		default:
+			return 0, 0
+		}
+	}
+}
+
+// extLen returns the length of the IPv6 extension header of type next
+// (Hop-by-Hop Options, Routing, Destination Options or AH) at pkt[off:],
+// and false if pkt does not hold it whole.
+func extLen(pkt []byte, off int, next byte) (int, bool) {
+	if off+2 > len(pkt) {
+		return 0, false
+	}
+	l := (int(pkt[off+1]) + 1) * 8
+	if next == nhAH {
+		l = (int(pkt[off+1]) + 2) * 4
+	}
+	return l, off+l <= len(pkt)
+}
+
+// chainEnd walks the header chain of the IPv6 packet pkt from offset off,
+// where a header of type next starts, through Hop-by-Hop Options, Routing,
+// Destination Options and AH headers to the upper-layer header, and
+// returns where the chain ends: after the upper-layer header's fixed part
+// (see upperHeader), which may be beyond pkt. It fails with ErrMalformed
+// if an extension header is not whole in pkt, ErrFragmented at a Fragment
+// header.
+func chainEnd(pkt []byte, off int, next byte) (int, error) {
+	for {
+		switch next {
+		case nhHopByHop, nhRouting, nhDstOpts, nhAH:
+			l, ok := extLen(pkt, off, next)
+			if !ok {
+				return 0, ErrMalformed
+			}
+			next = pkt[off]
+			off += l
+		case nhFragment:
+			return 0, ErrFragmented
+		default:
+			return off + upperHeader(next), nil
+		}
+	}
+}
+
+// upperHeader returns the length of the fixed part of an upper-layer
+// header that the first fragment must hold, as Linux checks it.
+func upperHeader(proto byte) int {
+	switch proto {
+	case nhTCP:
+		return 20
+	case nhUDP, nhICMPv6, nhESP:
+		return 8
+	}
+	return 0
 }

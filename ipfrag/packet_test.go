@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // Test helpers that build packets and check fragments, written apart from
@@ -251,6 +252,32 @@ func ipv6Packet(exts []ext, proto byte, payload []byte) []byte {
 	p[nextAt] = proto
 	p = append(p, payload...)
 	binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+	return p
+}
+
+// unfragLen returns the length of an IPv6 header and exts.
+func unfragLen(exts []ext) int {
+	n := 40
+	for _, e := range exts {
+		n += e.len
+	}
+	return n
+}
+
+// frag6 builds an IPv6 fragment: the header and the extension headers
+// exts, a Fragment header with next header next, identification id,
+// offset off (in bytes) and the M flag if more, then data. Its payload
+// length is only right if it is at most 65535.
+func frag6(exts []ext, next byte, id uint32, data []byte, off int, more bool) []byte {
+	p := ipv6Packet(append(slices.Clone(exts), ext{44, 8}), next, data)
+	at := unfragLen(exts)
+	p[at+1] = 0
+	v := uint16(off)
+	if more {
+		v |= 1
+	}
+	binary.BigEndian.PutUint16(p[at+2:], v)
+	binary.BigEndian.PutUint32(p[at+4:], id)
 	return p
 }
 

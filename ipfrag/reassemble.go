@@ -5,23 +5,26 @@ import (
 	"time"
 )
 
-// A Reassembler reassembles IPv4 datagrams from their fragments (RFC 791),
-// keyed by source, destination, protocol and identification, within
-// bounded memory. Each fragment's data is copied at its offset into a
-// buffer for its datagram as it arrives, so the caller may reuse the
-// fragment's buffer as soon as Add returns; received data is tracked in
-// 8-byte blocks, RFC 815's holes being the blocks not received.
+// A Reassembler reassembles IPv4 datagrams (RFC 791) and IPv6 datagrams
+// (RFC 8200 §4.5) from their fragments, within bounded memory: IPv4
+// fragments are keyed by source, destination, protocol and
+// identification, IPv6 fragments by source, destination and
+// identification, and the two families never mix. Each fragment's data is
+// copied at its offset into a buffer for its datagram as it arrives, so
+// the caller may reuse the fragment's buffer as soon as Add returns;
+// received data is tracked in 8-byte blocks, RFC 815's holes being the
+// blocks not received.
 //
-// Overlaps: like Linux since 2018, and as RFC 5722 requires of IPv6, a
-// fragment that overlaps one held for its datagram drops the whole
+// Overlaps: like Linux since 2018 for IPv4, and as RFC 5722 requires of
+// IPv6, a fragment that overlaps one held for its datagram drops the whole
 // datagram, unless it is an exact duplicate of it (same offset, length,
 // More Fragments bit and data), which is ignored.
 //
-// Limits: a fragment that would start a datagram beyond MaxDatagrams or
-// MaxBytes is dropped (Full), while the datagrams held keep going; a
-// datagram whose buffer would have to grow beyond MaxBytes is dropped
-// (Full too), at once rather than left to time out. Call Expire regularly
-// to drop the datagrams older than Timeout.
+// Limits, shared by the two families: a fragment that would start a
+// datagram beyond MaxDatagrams or MaxBytes is dropped (Full), while the
+// datagrams held keep going; a datagram whose buffer would have to grow
+// beyond MaxBytes is dropped (Full too), at once rather than left to time
+// out. Call Expire regularly to drop the datagrams older than Timeout.
 //
 // A Reassembler is not safe for concurrent use: vnic's outbound loop owns
 // it. It allocates no memory once its free lists hold enough buffers.
@@ -39,11 +42,12 @@ type Reassembler struct {
 // entry is an incomplete datagram.
 type entry struct {
 	key          key
+	hash         uint64 // the table's hash of key
 	created      time.Time
 	older, newer *entry
 	buf          []byte
 	class        int
-	hl           int // header length of the first fragment, 0 until it arrived
+	hl           int // length of the first fragment's header (IPv6: unfragmentable part), 0 until it arrived
 	total        int // data length, -1 until the last fragment arrived
 	end          int // the end of the data received furthest
 	received     int // bytes of data received
@@ -69,7 +73,7 @@ func NewReassembler(cfg Config) *Reassembler {
 		cfg:   cfg,
 		table: newTable(cfg.MaxDatagrams),
 		bufs: buffers{
-			headroom: cfg.Headroom + ipv4MaxHeader,
+			headroom: cfg.Headroom + maxHeader,
 			tailroom: cfg.Tailroom,
 			limit:    cfg.MaxBytes,
 		},
@@ -80,89 +84,101 @@ func NewReassembler(cfg Config) *Reassembler {
 func (r *Reassembler) Len() int { return r.count }
 
 // Bytes returns the memory held for incomplete datagrams: the length of
-// their buffers, each of which holds Config.Headroom, the largest IPv4
-// header (60 bytes), the datagram's data up to its furthest byte received
-// rounded up to a power of two (2 KiB at least), and Config.Tailroom. It
-// never exceeds MaxBytes.
+// their buffers, each of which holds Config.Headroom, 296 bytes of room
+// for the header (the largest IPv4 header is 60 bytes, the longest IPv6
+// unfragmentable part Add takes 296), the datagram's data up to its
+// furthest byte received rounded up to a power of two (2 KiB at least),
+// and Config.Tailroom. It never exceeds MaxBytes.
 func (r *Reassembler) Bytes() int { return r.bytes }
 
-// fragment is a parsed IPv4 fragment.
+// fragment is a parsed fragment, of either family.
 type fragment struct {
 	key      key
-	header   []byte
+	header   []byte // the IPv4 header, or the IPv6 unfragmentable part
 	data     []byte
 	off, end int // of its data in the datagram's
 	more     bool
+	nextAt   int  // IPv6: the offset in header of the Next Header field that names the Fragment header
+	next     byte // IPv6: the Fragment header's Next Header
 }
 
-// parseFragment checks that pkt is a well-formed IPv4 fragment: header
-// length, total length (bytes after it are ignored), header checksum, some
-// data, a multiple of 8 bytes of it unless it is the last fragment, and
-// none beyond the largest datagram.
-func parseFragment(pkt []byte) (fragment, bool) {
-	if len(pkt) < ipv4MinHeader || pkt[0]>>4 != 4 {
-		return fragment{}, false
-	}
-	hl := int(pkt[0]&0x0f) * 4
-	tl := int(be.Uint16(pkt[2:]))
-	if hl < ipv4MinHeader || tl <= hl || tl > len(pkt) || checksum(pkt[:hl]) != 0 {
-		return fragment{}, false
-	}
-	field := be.Uint16(pkt[6:])
-	f := fragment{
-		key: key{
-			src:   [4]byte(pkt[12:16]),
-			dst:   [4]byte(pkt[16:20]),
-			id:    be.Uint16(pkt[4:]),
-			proto: pkt[9],
-		},
-		header: pkt[:hl],
-		data:   pkt[hl:tl],
-		off:    int(field&offsetMask) * 8,
-		more:   field&flagMF != 0,
+// parseFragment parses pkt into f, which must be the zero fragment, as a
+// fragment of the family its version says. It checks its family's headers
+// (see parseFragment4 and parseFragment6), and then what the families
+// have in common: that it is a fragment (More Fragments or M set, or a
+// non-zero offset), that it has some data, a multiple of 8 bytes of it
+// unless it is the last fragment, and none beyond the largest datagram of
+// its family.
+func parseFragment(pkt []byte, f *fragment) bool {
+	ok := false
+	if len(pkt) > 0 {
+		switch pkt[0] >> 4 {
+		case 4:
+			ok = parseFragment4(pkt, f)
+		case 6:
+			ok = parseFragment6(pkt, f)
+		}
 	}
 	f.end = f.off + len(f.data)
-	if (!f.more && f.off == 0) || (f.more && len(f.data)%8 != 0) || f.end > ipv4MaxLen-ipv4MinHeader {
-		return fragment{}, false
-	}
-	return f, true
+	return ok && len(f.data) > 0 && (f.more || f.off > 0) && (!f.more || len(f.data)%8 == 0) && f.end <= f.key.maxData()
 }
 
-// Add takes one IPv4 fragment, pkt, received at now: a whole IPv4 packet
-// with More Fragments set or a non-zero offset (see IsFragment). It
+// Add takes one fragment, pkt, received at now: an IPv4 packet with More
+// Fragments set or a non-zero offset, or an IPv6 packet with a Fragment
+// header with the M flag set or a non-zero offset (see IsFragment). It
 // returns the datagram if the fragment completed it, what it did with the
 // fragment, and, when the fragment made it drop a datagram it held
 // (Invalid or Full), how many fragments that datagram had. The caller
 // counts those as dropped, and pkt too when the result is Invalid or
 // Full; a Duplicate is ignored, neither dropped nor used.
 //
-// A fragment is Invalid by itself if its header is malformed (version,
-// header length, total length, checksum), if it is not a fragment, has no
-// data, has More Fragments set and data that is not a multiple of 8 bytes
-// long, or data that would end beyond the largest datagram. It drops its
-// datagram if it overlaps a fragment held (and is not an exact duplicate
-// of it), if it is a last fragment (More Fragments clear) that disagrees
-// with another on the datagram's length or leaves data held beyond its
-// end, if it has data beyond the end of a last fragment held, or if the
-// datagram would be longer than 65535 bytes with the first fragment's
-// header.
+// A fragment is Invalid by itself if its headers are malformed: for IPv4,
+// version, header length, total length or checksum; for IPv6, version,
+// payload length (zero, as in a jumbogram, or beyond the packet), or
+// Hop-by-Hop Options, Destination Options and Routing headers that do not
+// lead to a Fragment header within the payload. An IPv6 fragment is
+// Invalid too if its unfragmentable part (the IPv6 header and the
+// extension headers before the Fragment header) is longer than 296 bytes,
+// and, if it is the first fragment (offset 0), unless its data holds the
+// whole header chain through the upper-layer header (RFC 7112): the
+// extension headers after the Fragment header (Hop-by-Hop Options,
+// Routing, Destination Options, AH; a Fragment header there is Invalid)
+// and the upper-layer header's fixed part (20 bytes for TCP, 8 for UDP,
+// ICMPv6 and ESP, none for others). Either family's fragment is Invalid
+// by itself if it is not a fragment, has no data, has More Fragments set
+// and data that is not a multiple of 8 bytes long, or has data that would
+// end beyond the largest datagram (65515 bytes of IPv4 data, 65535 of
+// IPv6).
 //
-// A completed datagram has the first fragment's header, with its offset
-// and More Fragments cleared, its total length and its checksum
-// recomputed. Its buffer is the caller's until it gives it back with
-// Release.
+// A fragment drops its datagram if it overlaps a fragment held (and is not
+// an exact duplicate of it), if it is a last fragment (More Fragments
+// clear) that disagrees with another on the datagram's length or leaves
+// data held beyond its end, if it has data beyond the end of a last
+// fragment held, or if the datagram would be too long with the first
+// fragment's header: IPv4's total length, or IPv6's payload length (the
+// unfragmentable part's extension headers and the data), beyond 65535.
+//
+// A completed IPv4 datagram has the first fragment's header, with its
+// offset and More Fragments cleared, its total length and its checksum
+// recomputed. A completed IPv6 datagram has the first fragment's
+// unfragmentable part, whatever the others' were, with the Next Header
+// field that named the Fragment header set to the Fragment header's Next
+// Header, and its payload length recomputed; the fragmentable parts
+// follow, in order. Its buffer is the caller's until it gives it back
+// with Release.
 func (r *Reassembler) Add(pkt []byte, now time.Time) (Datagram, Result, int) {
-	f, ok := parseFragment(pkt)
-	if !ok {
+	var f fragment
+	if !parseFragment(pkt, &f) {
 		return Datagram{}, Invalid, 0
 	}
-	e := r.table.find(f.key)
+	h := r.table.hash(&f.key)
+	e := r.table.find(&f.key, h)
 	if e == nil {
 		c := classOf(f.end)
 		if r.count >= r.cfg.MaxDatagrams || r.bytes+r.bufs.size(c) > r.cfg.MaxBytes {
 			return Datagram{}, Full, 0
 		}
-		e = r.newEntry(f.key, now, c)
+		e = r.newEntry(&f.key, h, now, c)
 	} else {
 		if res := r.admit(e, &f); res != Held {
 			if res == Duplicate {
@@ -206,7 +222,7 @@ func (r *Reassembler) admit(e *entry, f *fragment) Result {
 		hl = len(f.header)
 	}
 	end := max(e.end, f.end)
-	if hl+end > ipv4MaxLen {
+	if hl+end > e.key.maxLen() {
 		return Invalid
 	}
 	if c := classOf(end); c > e.class {
@@ -223,7 +239,7 @@ func (e *entry) limit() int {
 	if e.total >= 0 {
 		return e.total
 	}
-	return ipv4MaxLen
+	return e.key.maxData()
 }
 
 // store copies fragment f into e's buffer and notes what it covers.
@@ -232,7 +248,11 @@ func (r *Reassembler) store(e *entry, f *fragment) {
 	copy(e.buf[at+f.off:], f.data)
 	if f.off == 0 {
 		e.hl = len(f.header)
-		copy(e.buf[at-e.hl:], f.header)
+		h := e.buf[at-e.hl : at]
+		copy(h, f.header)
+		if f.key.v6 {
+			h[f.nextAt] = f.next // the Fragment header is gone
+		}
 	}
 	if !f.more {
 		e.total = f.end
@@ -249,10 +269,11 @@ func (r *Reassembler) store(e *entry, f *fragment) {
 func (r *Reassembler) complete(e *entry) Datagram {
 	at := r.bufs.dataAt()
 	d := Datagram{Buf: e.buf, Start: at - e.hl, End: at + e.total}
-	h := e.buf[d.Start:at]
-	be.PutUint16(h[2:], uint16(e.hl+e.total))
-	be.PutUint16(h[6:], be.Uint16(h[6:])&(flagReserved|flagDF))
-	setIPv4Checksum(h)
+	if e.key.v6 {
+		finishHeader6(e.buf[d.Start:at], e.total)
+	} else {
+		finishHeader4(e.buf[d.Start:at], e.total)
+	}
 	e.buf = nil
 	r.remove(e)
 	return d
@@ -280,8 +301,9 @@ func (r *Reassembler) Expire(now time.Time) (datagrams, fragments int) {
 	return datagrams, fragments
 }
 
-// newEntry starts a datagram, with a buffer of class c.
-func (r *Reassembler) newEntry(k key, now time.Time, c int) *entry {
+// newEntry starts the datagram of key k, whose hash is h, with a buffer
+// of class c.
+func (r *Reassembler) newEntry(k *key, h uint64, now time.Time, c int) *entry {
 	var e *entry
 	if n := len(r.spare); n > 0 {
 		e = r.spare[n-1]
@@ -290,7 +312,7 @@ func (r *Reassembler) newEntry(k key, now time.Time, c int) *entry {
 	} else {
 		e = new(entry)
 	}
-	e.key, e.created = k, now
+	e.key, e.hash, e.created = *k, h, now
 	e.buf, e.class = r.bufs.get(c), c
 	e.hl, e.total, e.end, e.received, e.fragments = 0, -1, 0, 0, 0
 	r.bytes += len(e.buf)
@@ -310,7 +332,7 @@ func (r *Reassembler) newEntry(k key, now time.Time, c int) *entry {
 func (r *Reassembler) grow(e *entry, c int) {
 	b := r.bufs.get(c)
 	at := r.bufs.dataAt()
-	copy(b[at-ipv4MaxHeader:at+e.end], e.buf[at-ipv4MaxHeader:at+e.end])
+	copy(b[at-e.hl:at+e.end], e.buf[at-e.hl:at+e.end])
 	r.bytes += len(b) - len(e.buf)
 	r.bufs.put(e.buf)
 	e.buf, e.class = b, c

@@ -28,9 +28,47 @@ type step struct {
 	dropped int
 }
 
-// TestReassembleSteps runs fragment sequences for one datagram, with
-// another datagram held that they must leave alone: duplicates,
-// overlaps, inconsistent last fragments and malformed fragments.
+// A family builds fragments of one family for tests that run on both:
+// frag makes a fragment of datagram id with the bytes off to off+n of
+// whole, with More Fragments (or M) set if more, whose datagram will have
+// hl bytes of header; check checks the header of such a reassembled
+// datagram.
+type family struct {
+	name  string
+	frag  func(id uint32, whole []byte, off, n int, more bool) []byte
+	hl    int
+	check func(t *testing.T, p []byte, id uint32)
+}
+
+var families = []family{
+	{
+		"IPv4",
+		func(id uint32, whole []byte, off, n int, more bool) []byte {
+			return frag4(uint16(id), whole, off, n, more)
+		},
+		20,
+		func(t *testing.T, p []byte, id uint32) { t.Helper(); checkHeader(t, p, uint16(id)) },
+	},
+	{
+		"IPv6",
+		func(id uint32, whole []byte, off, n int, more bool) []byte {
+			return frag6([]ext{{0, 8}}, 17, id, whole[off:off+n], off, more)
+		},
+		48,
+		func(t *testing.T, p []byte, _ uint32) {
+			t.Helper()
+			want := ipv6Packet([]ext{{0, 8}}, 17, make([]byte, len(p)-48))
+			if !bytes.Equal(p[:48], want[:48]) {
+				t.Fatalf("bad reassembled headers % x, want % x", p[:48], want[:48])
+			}
+		},
+	},
+}
+
+// TestReassembleSteps runs fragment sequences for one datagram of each
+// family, with another datagram held that they must leave alone:
+// duplicates, overlaps, inconsistent last fragments and malformed
+// fragments.
 func TestReassembleSteps(t *testing.T) {
 	const M, L = true, false
 	cases := []struct {
@@ -61,54 +99,54 @@ func TestReassembleSteps(t *testing.T) {
 		{"reversed, with a dropped duplicate", []step{{24, 1, L, false, Held, 0}, {16, 8, M, false, Held, 0}, {8, 8, M, false, Held, 0}, {16, 8, M, false, Duplicate, 0}, {0, 8, M, false, Complete, 0}}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			r := NewReassembler(Config{})
-			whole := pattern(65515, 3)
-			other := ipv4Packet(nil, 17, 2, pattern(16, 1))
-			setFrag4(other, 0, true)
-			if _, res, _ := r.Add(other, t0); res != Held {
-				t.Fatalf("the other datagram: %v", res)
+		for _, fam := range families {
+			t.Run(fam.name+"/"+c.name, func(t *testing.T) { runSteps(t, fam, c.steps) })
+		}
+	}
+}
+
+func runSteps(t *testing.T, fam family, steps []step) {
+	r := NewReassembler(Config{})
+	whole := pattern(65515, 3)
+	other := pattern(32, 1)
+	if _, res, _ := r.Add(fam.frag(2, other, 0, 16, true), t0); res != Held {
+		t.Fatalf("the other datagram: %v", res)
+	}
+	var fragments int
+	for i, s := range steps {
+		p := fam.frag(1, whole, s.off, s.n, s.more)
+		if s.alter {
+			p[len(p)-1]++
+		}
+		d, res, n := r.Add(p, t0)
+		if res != s.want || n != s.dropped {
+			t.Fatalf("step %d: %v, %d dropped; want %v, %d", i, res, n, s.want, s.dropped)
+		}
+		switch res {
+		case Held:
+			fragments++
+		case Complete:
+			if !bytes.Equal(d.Packet()[fam.hl:], whole[:d.End-d.Start-fam.hl]) {
+				t.Fatalf("step %d: reassembled data differ", i)
 			}
-			var fragments int
-			for i, s := range c.steps {
-				p := frag4(1, whole, s.off, s.n, s.more)
-				if s.alter {
-					p[len(p)-1]++
-				}
-				d, res, n := r.Add(p, t0)
-				if res != s.want || n != s.dropped {
-					t.Fatalf("step %d: %v, %d dropped; want %v, %d", i, res, n, s.want, s.dropped)
-				}
-				switch res {
-				case Held:
-					fragments++
-				case Complete:
-					hl := int(d.Packet()[0]&15) * 4
-					if !bytes.Equal(d.Packet()[hl:], whole[:d.End-d.Start-hl]) {
-						t.Fatalf("step %d: reassembled data differ", i)
-					}
-					checkHeader(t, d.Packet(), 1)
-					fragments = 0
-				case Invalid:
-					if n > 0 {
-						fragments = 0
-					}
-				}
-				want := 1
-				if fragments > 0 {
-					want = 2
-				}
-				if r.Len() != want {
-					t.Fatalf("step %d: %d datagrams held, want %d", i, r.Len(), want)
-				}
+			fam.check(t, d.Packet(), 1)
+			fragments = 0
+		case Invalid:
+			if n > 0 {
+				fragments = 0
 			}
-			// The other datagram is still there, whole.
-			last := ipv4Packet(nil, 17, 2, pattern(32, 1)[16:])
-			setFrag4(last, 16, false)
-			if d, res, _ := r.Add(last, t0); res != Complete || !bytes.Equal(d.Packet()[20:], pattern(32, 1)) {
-				t.Fatalf("the other datagram: %v", res)
-			}
-		})
+		}
+		want := 1
+		if fragments > 0 {
+			want = 2
+		}
+		if r.Len() != want {
+			t.Fatalf("step %d: %d datagrams held, want %d", i, r.Len(), want)
+		}
+	}
+	// The other datagram is still there, whole.
+	if d, res, _ := r.Add(fam.frag(2, other, 16, 16, false), t0); res != Complete || !bytes.Equal(d.Packet()[fam.hl:], other) {
+		t.Fatalf("the other datagram: %v", res)
 	}
 }
 
@@ -265,7 +303,7 @@ func TestReassembleFull(t *testing.T) {
 		t.Fatalf("room again: %v", res)
 	}
 
-	small := 60 + 2048 // a buffer for 2 KiB of data
+	small := 296 + 2048 // a buffer for 2 KiB of data
 	r = NewReassembler(Config{MaxBytes: 2 * small})
 	r.Add(frag4(1, whole, 0, 8, true), t0)
 	r.Add(frag4(2, whole, 8, 8, true), t0)
@@ -288,7 +326,7 @@ func TestReassembleFull(t *testing.T) {
 		t.Fatalf("one byte beyond the buffer: %v, %d dropped", res, n)
 	}
 	// A datagram that needs a 64 KiB buffer from its first fragment.
-	r = NewReassembler(Config{MaxBytes: 60 + 65536 - 1})
+	r = NewReassembler(Config{MaxBytes: 296 + 65536 - 1})
 	if _, res, _ := r.Add(frag4(1, pattern(65515, 0), 65000, 10, false), t0); res != Full {
 		t.Fatalf("a 64 KiB buffer beyond MaxBytes: %v", res)
 	}
@@ -372,29 +410,37 @@ func TestTable(t *testing.T) {
 	for round := range 50 {
 		tab := newTable(4) // 8 slots
 		if round%2 == 0 {
-			tab.seed1, tab.seed2 = 0, 0
+			tab.seeds = [5]uint64{} // the addresses hash to nothing
 		}
 		ref := map[key]*entry{}
 		for range 2000 {
-			k := key{id: uint16(rng.IntN(12)), proto: uint8(rng.IntN(2))}
+			k := tableKey(rng.IntN(12), rng.IntN(2))
 			if e := ref[k]; e != nil {
 				tab.remove(e)
 				delete(ref, k)
 			} else if len(ref) < 7 {
-				e := &entry{key: k}
+				e := &entry{key: k, hash: tab.hash(&k)}
 				tab.insert(e)
 				ref[k] = e
 			}
 			for id := range 12 {
 				for proto := range 2 {
-					k := key{id: uint16(id), proto: uint8(proto)}
-					if got := tab.find(k); got != ref[k] {
+					k := tableKey(id, proto)
+					if got := tab.find(&k, tab.hash(&k)); got != ref[k] {
 						t.Fatalf("find %v: %p, want %p", k, got, ref[k])
 					}
 				}
 			}
 		}
 	}
+}
+
+// tableKey returns TestTable's key number id of a kind: IPv4 with
+// protocol 0, or IPv6 with the same bytes.
+func tableKey(id, kind int) key {
+	k := key{id: uint32(id) << (id % 2 * 16), v6: kind == 1}
+	k.src[3], k.dst[15] = byte(id%3), byte(id%2)
+	return k
 }
 
 // TestFragmentEnd checks the end of a fragment found from the block sets.
