@@ -181,10 +181,13 @@ func holdESPInUDP(args []string) error {
 	if err != nil {
 		return fmt.Errorf("port %q: %w", args[0], err)
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+	lc := net.ListenConfig{Control: func(network, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_ENCAP, unix.UDP_ENCAP_ESPINUDP)
+			if serr == nil {
+				serr = bypassPolicy(int(fd), network == "udp6")
+			}
 		})
 		return errors.Join(err, serr)
 	}}
@@ -200,6 +203,34 @@ func holdESPInUDP(args []string) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, unix.SIGTERM, unix.SIGINT)
 	<-sig
+	return nil
+}
+
+// bypassPolicy gives the socket its own IPsec policies, both directions,
+// that let its traffic pass unprotected, as IKE daemons do for their
+// sockets (strongSwan's bypass_socket): the kernel checks a UDP datagram
+// against the inbound policies before it hands it to the ESP-in-UDP
+// decapsulation, so a transport-mode policy between the two hosts would
+// otherwise drop the ESP-in-UDP itself (XfrmInTmplMismatch).
+func bypassPolicy(fd int, v6 bool) error {
+	// struct xfrm_userpolicy_info: selector (56 bytes, family at 40),
+	// lifetime config (8 uint64), current lifetime (4 uint64),
+	// priority, index, then dir and action (allow is 0).
+	var p [168]byte
+	family, level, opt := unix.AF_INET, unix.IPPROTO_IP, unix.IP_XFRM_POLICY
+	if v6 {
+		family, level, opt = unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_XFRM_POLICY
+	}
+	binary.NativeEndian.PutUint16(p[40:], uint16(family))
+	for i := range 4 { // byte and packet limits: none
+		binary.NativeEndian.PutUint64(p[56+8*i:], ^uint64(0))
+	}
+	for _, dir := range []byte{0, 1} { // XFRM_POLICY_IN, XFRM_POLICY_OUT
+		p[160] = dir
+		if err := unix.SetsockoptString(fd, level, opt, string(p[:])); err != nil {
+			return fmt.Errorf("bypass policy: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -292,7 +323,7 @@ func isESPFrame(f []byte) bool {
 // injectFrames sends each frame, given in hex, out of the interface.
 func injectFrames(args []string) error {
 	if len(args) < 2 {
-		return errors.New("usage: guest-inject IF HEX...")
+		return errors.New("usage: guest-inject IF FRAME [FRAME]... (frames in hex)")
 	}
 	ifi, err := net.InterfaceByName(args[0])
 	if err != nil {

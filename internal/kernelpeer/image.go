@@ -69,10 +69,15 @@ func DefaultCacheDir() string {
 var HostTools = map[string]string{
 	"bash":    "bash",
 	"ip":      "iproute2",
+	"tc":      "iproute2",
 	"ping":    "iputils-ping",
 	"iperf3":  "iperf3",
 	"tcpdump": "tcpdump",
 }
+
+// imageFormat names what an image holds: a change to moduleRoots,
+// HostTools or init.sh takes a new one, and the cache builds it anew.
+const imageFormat = "v3"
 
 // moduleRoots are the kernel modules the guest needs, as paths under
 // kernel/ (a folder stands for every module in it): ESP and AH for both
@@ -81,8 +86,8 @@ var HostTools = map[string]string{
 // virtio for the network card.
 var moduleRoots = []string{
 	"crypto", "arch/x86/crypto", "lib/crypto", "net/xfrm",
-	"net/ipv4/esp4.ko", "net/ipv4/ah4.ko", "net/ipv4/ipcomp.ko", "net/ipv4/xfrm4_tunnel.ko",
-	"net/ipv6/esp6.ko", "net/ipv6/ah6.ko", "net/ipv6/ipcomp6.ko", "net/ipv6/xfrm6_tunnel.ko",
+	"net/ipv4/esp4.ko", "net/ipv4/esp4_offload.ko", "net/ipv4/ah4.ko", "net/ipv4/ipcomp.ko", "net/ipv4/xfrm4_tunnel.ko",
+	"net/ipv6/esp6.ko", "net/ipv6/esp6_offload.ko", "net/ipv6/ah6.ko", "net/ipv6/ipcomp6.ko", "net/ipv6/xfrm6_tunnel.ko",
 	"drivers/virtio/virtio_pci.ko", "drivers/net/virtio_net.ko",
 }
 
@@ -118,7 +123,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) (*Image, error) {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("kernel peer: lock the cache: %w", err)
 	}
-	dir := filepath.Join(cache, pkg)
+	dir := filepath.Join(cache, pkg+"-"+imageFormat)
 	if img, err := readImage(dir); err == nil {
 		return img, nil
 	}
@@ -152,7 +157,7 @@ func readImage(dir string) (*Image, error) {
 		return nil, err
 	}
 	img := &Image{Dir: dir, Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "base.cpio.gz"),
-		Release: strings.TrimSpace(string(b)), Package: filepath.Base(dir)}
+		Release: strings.TrimSpace(string(b)), Package: strings.TrimSuffix(filepath.Base(dir), "-"+imageFormat)}
 	for _, f := range []string{img.Kernel, img.Initrd} {
 		if _, err := os.Stat(f); err != nil {
 			return nil, err

@@ -33,8 +33,12 @@ type Config struct {
 	// Netns is the network namespace, made by the caller, in which Boot
 	// creates the tap device Tap (the guest's eth0) and runs qemu.
 	Netns, Tap string
-	// MemoryMiB is the guest's memory (384 when zero).
-	MemoryMiB int
+	// MemoryMiB is the guest's memory (384 when zero), CPUs its
+	// processors (1 when zero).
+	MemoryMiB, CPUs int
+	// CPUModel is qemu's -cpu (max when empty: AES-NI and PCLMUL, which
+	// the guest's crypto uses; qemu64 leaves it the generic C code).
+	CPUModel string
 	// Console receives the guest's console: the kernel log, and the
 	// shell when Shell is set. Nil keeps only its last 64 KiB, for
 	// errors.
@@ -69,6 +73,12 @@ func Boot(ctx context.Context, cfg Config) (*VM, error) {
 	if cfg.MemoryMiB == 0 {
 		cfg.MemoryMiB = 384
 	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.CPUModel == "" {
+		cfg.CPUModel = "max"
+	}
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		return nil, errors.New("kernel peer: qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)")
@@ -98,7 +108,7 @@ func Boot(ctx context.Context, cfg Config) (*VM, error) {
 		appendArgs += " kernelpeer.shell=1"
 	}
 	args := []string{"netns", "exec", cfg.Netns, qemu,
-		"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", fmt.Sprint(cfg.MemoryMiB),
+		"-machine", "pc", "-accel", "tcg", "-cpu", cfg.CPUModel, "-smp", fmt.Sprint(cfg.CPUs), "-m", fmt.Sprint(cfg.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-kernel", cfg.Image.Kernel, "-initrd", initrd, "-append", appendArgs,
 		"-serial", "stdio",
