@@ -173,8 +173,9 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	for i := range bufs {
 		bufs[i] = make([]byte, Headroom+maxPacket+Tailroom)
 	}
-	// IPv4 fragments that transport-mode SAs would carry are reassembled
-	// first: ESP protects whole datagrams there (RFC 4303 §3.3.4).
+	// IP fragments (IPv4 and IPv6) that transport-mode SAs would carry
+	// are reassembled first: ESP protects whole datagrams there (RFC
+	// 4303 §3.3.4).
 	b.reasm = ipfrag.NewReassembler(ipfrag.Config{Headroom: Headroom, Tailroom: Tailroom})
 	for {
 		count, err := dev.Read(bufs, sizes, Headroom)
@@ -258,7 +259,7 @@ type outBatch struct {
 	bufs  [][]byte
 	sizes []int
 	done  sync.WaitGroup
-	// reasm reassembles the IPv4 fragments of transport-mode SAs; whole
+	// reasm reassembles the IP fragments of transport-mode SAs; whole
 	// holds the datagrams it completed in this batch (in its buffers,
 	// given back after the send); now is the batch's time once a
 	// fragment needed it.
@@ -275,7 +276,7 @@ func (b *outBatch) crypt(lo, hi int) {
 
 // outbound numbers one plaintext packet and writes its headers for its
 // outbound SA, adding it to the batch; the cryptography is left to the
-// batch. An IPv4 fragment for a transport-mode SA waits for the rest of
+// batch. An IP fragment for a transport-mode SA waits for the rest of
 // its datagram, which goes once whole.
 func (e *Engine) outbound(b *outBatch, buf []byte, start, end int) {
 	f, ok := FlowOf(buf[start:end])
@@ -313,7 +314,7 @@ func (e *Engine) outbound(b *outBatch, buf []byte, start, end int) {
 	}
 }
 
-// reassemble gives an IPv4 fragment for the transport-mode SA sa to the
+// reassemble gives an IP fragment for the transport-mode SA sa to the
 // batch's Reassembler, and returns the datagram it completed, if it did.
 // Fragments it drops are counted on sa, and with them those of their
 // datagram held until then.

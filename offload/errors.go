@@ -50,9 +50,9 @@ var (
 	ErrNoRoomOut      = newErr(sadb.OutBufferError, 0, "no headroom or tailroom in the buffer")
 	ErrBadPlaintext   = newErr(sadb.OutError, 0, "malformed plaintext IP packet")
 	ErrTooBig         = newErr(sadb.OutTooBig, 0, "the protected packet would be longer than an IP packet can be")
-	ErrFragInvalid    = newErr(sadb.OutFragInvalid, 0, "transport mode: a malformed or overlapping IPv4 fragment (its datagram's fragments are dropped with it)")
-	ErrFragFull       = newErr(sadb.OutFragFull, 0, "transport mode: no room to reassemble another IPv4 datagram")
-	ErrFragTimeout    = newErr(sadb.OutFragTimeout, 0, "transport mode: the IPv4 datagram's fragments did not all come within 30 s")
+	ErrFragInvalid    = newErr(sadb.OutFragInvalid, 0, "transport mode: a malformed or overlapping IP fragment (its datagram's fragments are dropped with it)")
+	ErrFragFull       = newErr(sadb.OutFragFull, 0, "transport mode: no room to reassemble another IP datagram")
+	ErrFragTimeout    = newErr(sadb.OutFragTimeout, 0, "transport mode: the fragments of an IP datagram did not all come within 30 s")
 	ErrFamilyMismatch = newErr(sadb.OutError, 0, "transport mode: the packet's address family differs from the SA's")
 )
 

@@ -475,10 +475,10 @@ func TestEngineReadsAnyMTU(t *testing.T) {
 	}
 }
 
-// TestEngineTransportFragments: the IPv4 fragments of a datagram that a
-// transport-mode SA carries are reassembled and protected once whole (RFC
-// 4303 §3.3.4), across device reads and in any order, and reach the peer
-// as the datagram they were cut from; overlapping fragments are dropped
+// TestEngineTransportFragments: the IPv4 and IPv6 fragments of a datagram
+// that a transport-mode SA carries are reassembled and protected once
+// whole (RFC 4303 §3.3.4), across device reads and in any order, and reach
+// the peer as the datagram they were cut from; overlapping fragments are dropped
 // and counted on the SA, with those of their datagram held until then; a
 // tunnel-mode SA protects each fragment as it comes.
 func TestEngineTransportFragments(t *testing.T) {
@@ -541,6 +541,29 @@ func TestEngineTransportFragments(t *testing.T) {
 		t.Errorf("the SA counted %d VnicOutFragInvalid, want 3", n)
 	}
 
+	// IPv6 as well: the fragments become one ESP packet that carries the
+	// datagram without its Fragment header.
+	c6 := sadb.Config{Mode: sadb.Transport, Src: v6a, Dst: v6b, SPI: 0x602, Algo: gcm128()}
+	out6, in6 := c6, c6
+	out6.Direction, in6.Direction, in6.ReplayWindow = sadb.Outbound, sadb.Inbound, 64
+	mustAdd(t, a.table, out6)
+	mustAdd(t, b.table, in6)
+	d6 := make([]byte, 40+8+3000)
+	d6 = d6[:udpPacket(d6, 0, v6a, v6b, 1000, 2000, 3000)]
+	f6, err := ipfrag.FragmentIPv6(d6, 1280, 0x1234, make([]byte, 3*len(d6)), nil)
+	if err != nil || len(f6) < 3 {
+		t.Fatalf("fragment IPv6: %d fragments, %v", len(f6), err)
+	}
+	slices.Reverse(f6)
+	devA.in <- f6
+	waitFor(t, func() bool { return len(devB.received()) == 3 })
+	if got := devB.received()[2]; !bytes.Equal(got, d6) {
+		t.Errorf("IPv6: the peer got %d bytes, want the %d-byte datagram intact", len(got), len(d6))
+	}
+	if n := len(w.records()); n != 3 {
+		t.Errorf("%d ESP packets on the wire, want 3 (one per datagram)", n)
+	}
+
 	// Tunnel mode: each fragment goes on its own.
 	tun := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x601, Algo: gcm128(),
 		Selectors: []sadb.Selector{{Src: netip.MustParsePrefix(in4a.String() + "/32")}}}
@@ -554,9 +577,9 @@ func TestEngineTransportFragments(t *testing.T) {
 	ipv4(inner[:end]).setChecksum()
 	ft := fragments(inner[:end], 1400)
 	devA.in <- ft
-	waitFor(t, func() bool { return len(devB.received()) == 2+len(ft) })
+	waitFor(t, func() bool { return len(devB.received()) == 3+len(ft) })
 	for i, f := range ft {
-		if !bytes.Equal(devB.received()[2+i], f) {
+		if !bytes.Equal(devB.received()[3+i], f) {
 			t.Errorf("tunnel mode: fragment %d changed on the way", i)
 		}
 	}

@@ -225,7 +225,7 @@ const (
 	OutStateSeqError                // XfrmOutStateSeqError: sequence numbers exhausted
 	OutStateExpired                 // XfrmOutStateExpired: hard lifetime reached
 	OutTooBig                       // vnic: the protected packet would exceed 65535 bytes
-	OutFragInvalid                  // vnic: transport mode, a malformed or overlapping IPv4 fragment
+	OutFragInvalid                  // vnic: transport mode, a malformed or overlapping IP fragment
 	OutFragFull                     // vnic: transport mode, no room to reassemble another datagram
 	OutFragTimeout                  // vnic: transport mode, fragments of a datagram that never completed
 	NumReasons
