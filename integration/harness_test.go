@@ -55,6 +55,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "build vnic: %v\n%s", err, out)
 		return 1
 	}
+	defer closeKernelPeer()
 	return m.Run()
 }
 
