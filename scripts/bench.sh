@@ -4,8 +4,8 @@
 # namespaces joined by a veth on this machine, then the ESP engine's
 # microbenchmarks. Writes BENCHMARKS.md at the top of the repository.
 #
-#   sudo scripts/bench.sh                              # full run (about 16 minutes)
-#   sudo BENCH_SECONDS=3 BENCH_RUNS=1 scripts/bench.sh # quick run (about 3 minutes)
+#   scripts/bench.sh                                   # as root: full run (about 16 minutes)
+#   BENCH_SECONDS=3 BENCH_RUNS=1 scripts/bench.sh      # quick run (about 3 minutes)
 #
 # Environment:
 #   BENCH_SECONDS   iperf3 -t for each load, 1..10 (default 10)
@@ -56,7 +56,7 @@ CMDLINE+="bash $0"
 cd "$(dirname "$0")/.." || exit 1
 REPO=$(pwd)
 if [ "$(id -u)" != 0 ]; then
-	echo "bench.sh needs root (namespaces, TUN devices, apt-get): run it with sudo" >&2
+	echo "bench.sh needs root (namespaces, TUN devices, apt-get): run it as root" >&2
 	exit 1
 fi
 export PATH=/usr/local/go/bin:$PATH

@@ -4,14 +4,14 @@
 # channel with the vnic CLI, then ping and a short iperf3 through vnic0,
 # the counters, and a clean-up that runs even when interrupted.
 #
-#   sudo scripts/demo.sh            # ESP-in-UDP (default)
-#   sudo ENCAP=raw scripts/demo.sh  # raw ESP
-#   sudo SECONDS_IPERF=5 scripts/demo.sh
+#   scripts/demo.sh                 # as root: ESP-in-UDP (default)
+#   ENCAP=raw scripts/demo.sh       # raw ESP
+#   SECONDS_IPERF=5 scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then
-	echo "demo.sh needs root (namespaces, TUN devices): run it with sudo" >&2
+	echo "demo.sh needs root (namespaces, TUN devices): run it as root" >&2
 	exit 1
 fi
 export PATH=/usr/local/go/bin:$PATH
