@@ -62,13 +62,7 @@ func run(m *testing.M) int {
 // needRoot skips (or, in CI, fails) a test that needs root.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("this test needs root")
-	}
-	t.Skip("needs root (set VNIC_REQUIRE_ROOT_TESTS=1 to fail instead of skipping)")
+	testutil.NeedRoot(t, "network namespaces")
 }
 
 // needTool skips (or fails, with VNIC_REQUIRE_ROOT_TESTS=1) when a program
@@ -77,10 +71,7 @@ func needTool(t *testing.T, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
-				t.Fatalf("%s is not installed", n)
-			}
-			t.Skipf("%s is not installed", n)
+			testutil.Unavailable(t, "%s is not installed", n)
 		}
 	}
 }

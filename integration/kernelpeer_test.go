@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"vnic/internal/kernelpeer"
+	"vnic/internal/testutil"
 )
 
 // The kernel peer: Linux's own IPsec in a VM (internal/kernelpeer), on a
@@ -66,8 +67,8 @@ func kernelPeerFor(t *testing.T, flags ...string) *kernelPeer {
 	needTool(t, "qemu-system-x86_64", "ping", "iperf3")
 	kpShared.once.Do(func() { kpShared.kp, kpShared.skip, kpShared.err = bootKernelPeer() })
 	if kpShared.err != nil {
-		if kpShared.skip && os.Getenv("VNIC_REQUIRE_ROOT_TESTS") != "1" {
-			t.Skipf("no kernel peer: %v", kpShared.err)
+		if kpShared.skip {
+			testutil.Unavailable(t, "no kernel peer: %v", kpShared.err)
 		}
 		t.Fatalf("no kernel peer: %v", kpShared.err)
 	}

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vnic/internal/testutil"
 )
 
 // python is the interpreter with scapy (Debian's python3-scapy): the
@@ -26,11 +28,7 @@ func needPython(t *testing.T, modules ...string) {
 	needTool(t, python)
 	code := "import " + strings.Join(modules, ", ")
 	if out, err := exec.Command(python, "-c", code).CombinedOutput(); err != nil {
-		msg := fmt.Sprintf("%s cannot %q (apt-get install -y python3-scapy python3-cryptography): %v\n%s", python, code, err, out)
-		if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testutil.Unavailable(t, "%s cannot %q (apt-get install -y python3-scapy python3-cryptography): %v\n%s", python, code, err, out)
 	}
 }
 

@@ -5,11 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"slices"
 	"testing"
 	"time"
+
+	"vnic/internal/testutil"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -120,12 +121,7 @@ func TestKernelReassembles(t *testing.T) {
 // goroutine, and the namespace with it, leaving nothing behind. Without
 // root it skips the test (or fails it, with VNIC_REQUIRE_ROOT_TESTS=1).
 func enterNamespace(t *testing.T) netlink.Link {
-	if os.Geteuid() != 0 {
-		if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal("needs root (a network namespace of its own), and VNIC_REQUIRE_ROOT_TESTS=1 forbids skipping")
-		}
-		t.Skip("needs root: a network namespace of its own (set VNIC_REQUIRE_ROOT_TESTS=1 to fail instead)")
-	}
+	testutil.NeedRoot(t, "a network namespace of its own")
 	runtime.LockOSThread() // never unlocked: see above
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Fatalf("unshare: %v", err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"slices"
 	"testing"
@@ -362,12 +361,7 @@ func TestSendBatchNoAllocs(t *testing.T) {
 // datagrams must still go, split, for the kernel to fragment, with GSO
 // left on for the next batch.
 func TestGSOBeyondPathMTU(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal("needs root (a network namespace of its own), and VNIC_REQUIRE_ROOT_TESTS=1 forbids skipping")
-		}
-		t.Skip("needs root: a network namespace of its own (set VNIC_REQUIRE_ROOT_TESTS=1 to fail instead)")
-	}
+	testutil.NeedRoot(t, "a network namespace of its own")
 	// This goroutine's thread moves to a new namespace and dies with it
 	// (the thread stays locked), so no other test runs there.
 	runtime.LockOSThread()
@@ -414,12 +408,7 @@ func TestGSOBeyondPathMTU(t *testing.T) {
 // link's MTU goes down after Open, the first packet above it fails
 // (EMSGSIZE) and the next ones go in fragments.
 func TestRawFragments(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal("needs root (a network namespace of its own), and VNIC_REQUIRE_ROOT_TESTS=1 forbids skipping")
-		}
-		t.Skip("needs root: a network namespace of its own (set VNIC_REQUIRE_ROOT_TESTS=1 to fail instead)")
-	}
+	testutil.NeedRoot(t, "a network namespace of its own")
 	runtime.LockOSThread() // the thread dies with the namespace
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Fatalf("unshare: %v", err)

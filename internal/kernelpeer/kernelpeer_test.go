@@ -12,13 +12,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vnic/internal/testutil"
 )
 
 // TestCpioNewc checks the archive writer against GNU cpio, which lists
 // and extracts what it wrote.
 func TestCpioNewc(t *testing.T) {
 	if _, err := exec.LookPath("cpio"); err != nil {
-		t.Skip("cpio is not installed")
+		testutil.Unavailable(t, "cpio is not installed (apt-get install -y cpio)")
 	}
 	tree := t.TempDir()
 	os.MkdirAll(filepath.Join(tree, "a/b"), 0o755)
@@ -70,25 +72,15 @@ func TestAgentOutput(t *testing.T) {
 // holds its sockets. It needs root, qemu and apt; with
 // VNIC_REQUIRE_ROOT_TESTS=1 (CI) their absence fails the test.
 func TestBoot(t *testing.T) {
-	require := os.Getenv("VNIC_REQUIRE_ROOT_TESTS") == "1"
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if require {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root")
-	}
+	testutil.NeedRoot(t, "a network namespace, a tap device and a VM")
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		skip("qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)")
+		testutil.Unavailable(t, "qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	img, err := Prepare(ctx, PrepareOptions{Log: testWriter{t}})
 	if err != nil {
-		skip("%v", err)
+		testutil.Unavailable(t, "no kernel-peer image: %v", err)
 	}
 	agent := filepath.Join(t.TempDir(), "kernel-peer")
 	build := exec.Command("go", "build", "-o", agent, "vnic/cmd/kernel-peer")
@@ -165,4 +157,3 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
-
