@@ -76,31 +76,7 @@ func TestFragmentIPv4RoundTrip(t *testing.T) {
 				if err := checkFragments4(pkt, mtu, frags); err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
-				for _, o := range orders {
-					order := o.order(len(frags))
-					for i, k := range order {
-						d, res, n := r.Add(frags[k], now)
-						want := Held
-						if i == len(order)-1 {
-							want = Complete
-						}
-						if res != want || n != 0 {
-							t.Fatalf("%s %s: fragment %d: %v, %d dropped; want %v", name, o.name, k, res, n, want)
-						}
-						if res == Complete {
-							if !bytes.Equal(d.Packet(), pkt) {
-								t.Fatalf("%s %s: reassembled packet differs", name, o.name)
-							}
-							if d.Start < 24 || cap(d.Buf)-d.End < 30 {
-								t.Fatalf("%s %s: headroom %d, tailroom %d", name, o.name, d.Start, cap(d.Buf)-d.End)
-							}
-							r.Release(d)
-						}
-					}
-					if r.Len() != 0 || r.Bytes() != 0 {
-						t.Fatalf("%s %s: %d datagrams, %d bytes left", name, o.name, r.Len(), r.Bytes())
-					}
-				}
+				reassembleInOrders(t, r, name, frags, pkt, now)
 			}
 		}
 	}
@@ -250,4 +226,40 @@ func TestScratchSizeIPv4(t *testing.T) {
 	if n := ScratchSizeIPv4(100, 27, 20); n != 0 {
 		t.Errorf("no fragment fits, yet scratch %d", n)
 	}
+}
+
+// reassembleInOrders gives r the fragments of pkt in each of orders (r was
+// made with Headroom 24 and Tailroom 30): each order completes pkt on its
+// last fragment, in a buffer with that room, and leaves r empty. It
+// returns how many datagrams it completed.
+func reassembleInOrders(t *testing.T, r *Reassembler, name string, frags [][]byte, pkt []byte, now time.Time) int {
+	t.Helper()
+	done := 0
+	for _, o := range orders {
+		order := o.order(len(frags))
+		for i, k := range order {
+			d, res, n := r.Add(frags[k], now)
+			want := Held
+			if i == len(order)-1 {
+				want = Complete
+			}
+			if res != want || n != 0 {
+				t.Fatalf("%s %s: fragment %d: %v, %d dropped; want %v", name, o.name, k, res, n, want)
+			}
+			if res == Complete {
+				if !bytes.Equal(d.Packet(), pkt) {
+					t.Fatalf("%s %s: reassembled packet differs", name, o.name)
+				}
+				if d.Start < 24 || cap(d.Buf)-d.End < 30 {
+					t.Fatalf("%s %s: headroom %d, tailroom %d", name, o.name, d.Start, cap(d.Buf)-d.End)
+				}
+				r.Release(d)
+				done++
+			}
+		}
+		if r.Len() != 0 || r.Bytes() != 0 {
+			t.Fatalf("%s %s: %d datagrams, %d bytes left", name, o.name, r.Len(), r.Bytes())
+		}
+	}
+	return done
 }

@@ -51,32 +51,7 @@ func TestReassembleIPv6RoundTrip(t *testing.T) {
 					if err != nil {
 						t.Fatalf("%s: %v", name, err)
 					}
-					for _, o := range orders {
-						order := o.order(len(frags))
-						for i, k := range order {
-							d, res, n := r.Add(frags[k], now)
-							want := Held
-							if i == len(order)-1 {
-								want = Complete
-							}
-							if res != want || n != 0 {
-								t.Fatalf("%s %s: fragment %d: %v, %d dropped; want %v", name, o.name, k, res, n, want)
-							}
-							if res == Complete {
-								if !bytes.Equal(d.Packet(), pkt) {
-									t.Fatalf("%s %s: reassembled packet differs", name, o.name)
-								}
-								if d.Start < 24 || cap(d.Buf)-d.End < 30 {
-									t.Fatalf("%s %s: headroom %d, tailroom %d", name, o.name, d.Start, cap(d.Buf)-d.End)
-								}
-								r.Release(d)
-								datagrams++
-							}
-						}
-						if r.Len() != 0 || r.Bytes() != 0 {
-							t.Fatalf("%s %s: %d datagrams, %d bytes left", name, o.name, r.Len(), r.Bytes())
-						}
-					}
+					datagrams += reassembleInOrders(t, r, name, frags, pkt, now)
 				}
 			}
 		}
