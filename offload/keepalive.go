@@ -37,7 +37,8 @@ func (e *Engine) natKeepalives(now time.Time, wire Wire) {
 		}
 		st.due = now.Add(k)
 		var buf [ipv6Header + udpHeader + 1]byte
-		if _, err := wire.SendBatch([][]byte{keepalivePacket(buf[:], c)}, nil); err != nil {
+		var failed [1]bool // the Wire contract: one per packet
+		if _, err := wire.SendBatch([][]byte{keepalivePacket(buf[:], c)}, failed[:]); err != nil {
 			e.counts[cntSendErrors].Add(1)
 			continue
 		}

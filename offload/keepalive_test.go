@@ -12,14 +12,15 @@ import (
 	"vnic/sadb"
 )
 
-// sentWire records what it is asked to send.
+// sentWire records what it is asked to send. It holds callers to the Wire
+// contract as the underlay does: failed has room for every packet.
 type sentWire struct{ pkts [][]byte }
 
 func (w *sentWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
 	for _, p := range pkts {
 		w.pkts = append(w.pkts, append([]byte(nil), p...))
 	}
-	clear(failed)
+	clear(failed[:len(pkts)])
 	return len(pkts), nil
 }
 
