@@ -443,8 +443,10 @@ func (t *Table) LookupInbound(spi uint32, dst netip.Addr) *SA {
 // LookupOutbound returns the outbound SA whose selector matches f most
 // specifically, or nil: the longest destination prefix, then the longest
 // source prefix, then a selector naming the protocol, then one naming more
-// ports, then the lowest handle. f's addresses must be valid and of one
-// family. Deleted SAs are never returned. Lock-free; it does not allocate.
+// ports; among equally specific SAs (a rekey in progress) one that can
+// send before one that cannot, one not dying before one dying, then the
+// newest (see pick). f's addresses must be valid and of one family.
+// Deleted SAs are never returned. Lock-free; it does not allocate.
 func (t *Table) LookupOutbound(f Flow) *SA {
 	if !f.Dst.IsValid() || !f.Src.IsValid() || f.Src.Is4() != f.Dst.Is4() {
 		return nil

@@ -312,7 +312,8 @@ func (d *daemon) Capabilities() oid.Capabilities {
 	return capabilities(d.cfg.capacity, d.table.Len(), d.cfg.passUnknown, d.gen)
 }
 
-// capabilities reports what really works (DESIGN.md §2).
+// capabilities reports what really works: an algorithm, mode or feature
+// is listed only when the data path does it (docs/oid-channel.md).
 func capabilities(capacity, count int, passUnknown bool, gen uint64) oid.Capabilities {
 	return oid.Capabilities{
 		Encapsulation:                0x01, // NDIS_ENCAPSULATION_NULL: a TUN device has no link header
