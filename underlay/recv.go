@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/net/ipv4"
@@ -99,7 +101,7 @@ func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.loop(ctx, log, newDeliver())
+			r.loop(ctx, log, newDeliver(), &c.readErrors)
 		}()
 	}
 	go func() {
@@ -109,16 +111,38 @@ func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver)
 	wg.Wait()
 }
 
-func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver) {
+// Read errors: the first is retried at once, each one after waits twice
+// as long as the one before, up to maxReadBackoff, until a read succeeds.
+const (
+	minReadBackoff = time.Millisecond
+	maxReadBackoff = time.Second
+)
+
+// loop reads r's socket until ctx ends or the socket closes, handing each
+// batch to deliver. A failed read is counted in readErrors and logged at
+// debug; a socket that keeps failing is retried less and less often
+// rather than in a busy loop.
+func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver, readErrors *atomic.Uint64) {
+	var backoff time.Duration
 	for {
 		n, err := r.batch(r.msgs)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			log.Debug("underlay read", "socket", r.name, "err", err)
+			readErrors.Add(1)
+			log.Debug("underlay read", "socket", r.name, "err", err, "retry_in", backoff)
+			if backoff > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+			}
+			backoff = min(max(2*backoff, minReadBackoff), maxReadBackoff)
 			continue
 		}
+		backoff = 0
 		r.pkts = r.pkts[:0]
 		seg := 0
 		for i := range n {

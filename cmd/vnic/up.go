@@ -165,6 +165,7 @@ type daemon struct {
 	table  *sadb.Table
 	bus    *event.Bus
 	engine *offload.Engine
+	wire   *underlay.Conn
 	gen    uint64
 }
 
@@ -208,7 +209,7 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	defer keys.Close()
 
-	d := &daemon{cfg: cfg, table: newTable(cfg), bus: &event.Bus{}, gen: newGeneration()}
+	d := &daemon{cfg: cfg, table: newTable(cfg), bus: &event.Bus{}, wire: ul, gen: newGeneration()}
 	d.table.Keys = keys
 	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{
 		PassUnknownSPI: cfg.passUnknown, CryptoWorkers: cfg.workers})
@@ -294,10 +295,14 @@ func newGeneration() uint64 {
 
 // The oid.Device methods.
 
-func (d *daemon) Table() *sadb.Table       { return d.table }
-func (d *daemon) Stats() map[string]uint64 { return d.engine.Stats() }
-func (d *daemon) Events() *event.Bus       { return d.bus }
-func (d *daemon) Generation() uint64       { return d.gen }
+func (d *daemon) Table() *sadb.Table { return d.table }
+func (d *daemon) Stats() map[string]uint64 {
+	m := d.engine.Stats()
+	m["VnicInReadError"] = d.wire.ReadErrors()
+	return m
+}
+func (d *daemon) Events() *event.Bus { return d.bus }
+func (d *daemon) Generation() uint64 { return d.gen }
 
 func (d *daemon) RequestDelete(h sadb.Handle) error {
 	sa := d.table.Get(h)
