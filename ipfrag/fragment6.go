@@ -20,6 +20,17 @@ func ScratchSizeIPv6(pktLen, mtu, unfragLen int) int {
 	return data + n*(unfragLen+ipv6FragHeader)
 }
 
+// ScratchSizeIPv6Packet is ScratchSizeIPv6 for the packet pkt itself, its
+// unfragmentable part measured: 0 when it fits, cannot be split at mtu, or
+// is malformed (FragmentIPv6 says which).
+func ScratchSizeIPv6Packet(pkt []byte, mtu int) int {
+	unfrag, _, _, err := ipv6Chain(pkt)
+	if err != nil {
+		return 0
+	}
+	return ScratchSizeIPv6(len(pkt), mtu, unfrag)
+}
+
 // FragmentIPv6 splits the IPv6 packet pkt into fragments of at most mtu
 // bytes each (RFC 8200 §4.5). It writes them one after the other into
 // scratch and returns them appended to out, as subslices of scratch. If

@@ -36,7 +36,11 @@ func TestFragmentIPv6(t *testing.T) {
 					if u, at, ok := refUnfrag(pkt); !ok || u != l.unfrag || at != l.nextAt {
 						t.Fatalf("%s: the test's own walk finds %d, %d, %v: the table is wrong", name, u, at, ok)
 					}
-					scratch := make([]byte, ScratchSizeIPv6(len(pkt), mtu, l.unfrag))
+					need := ScratchSizeIPv6(len(pkt), mtu, l.unfrag)
+					if got := ScratchSizeIPv6Packet(pkt, mtu); got != need {
+						t.Fatalf("%s: ScratchSizeIPv6Packet %d, ScratchSizeIPv6 with the unfragmentable part %d", name, got, need)
+					}
+					scratch := make([]byte, need)
 					frags, err := FragmentIPv6(pkt, mtu, 0xdeadbeef, scratch, nil)
 					if len(pkt) <= mtu {
 						if err != nil || len(frags) != 1 || &frags[0][0] != &pkt[0] || len(frags[0]) != len(pkt) {

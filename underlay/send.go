@@ -57,6 +57,7 @@ type sender struct {
 	frags    [][]byte
 	fragMsgs []ipv4.Message
 	fragBufs [][]byte
+	fragAddr net.IPAddr
 	scratch  []byte
 }
 
@@ -69,9 +70,12 @@ type gsoState struct {
 
 // SendBatch transmits outer packets as the engine built them: an IPv4 or
 // IPv6 header, then ESP, or UDP and ESP. Raw packets go out with their
-// headers (sendmmsg on the HDRINCL sockets); UDP ones lose their headers to
+// headers (sendmmsg on the HDRINCL sockets), in fragments when they are
+// larger than the link (see sendFragments); UDP ones lose their headers to
 // the UDP sockets, and consecutive datagrams to one peer of one size are
-// sent as one UDP GSO super-datagram.
+// sent as one UDP GSO super-datagram. It may write into the packets' IP
+// headers: a raw IPv6 packet's unspecified source, and the fields that
+// fragmenting changes.
 //
 // Every packet is either handed to the kernel or fails: it cannot be
 // classified or has no socket, or the kernel refuses its message (a GSO
@@ -149,12 +153,17 @@ func (c *Conn) oversizeRaw(pkt []byte) (int, bool) {
 // sendFragments sends a raw packet that is larger than the link's MTU as
 // fragments that fit it (RFC 791, RFC 8200 §4.5), as the kernel does for
 // ESP it sends itself and for vnic's ESP-in-UDP: the kernel refuses to
-// fragment what a HDRINCL socket sends (EMSGSIZE). An IPv4 packet's Don't
-// Fragment bit, copied from the inner packet, is cleared: the inner packet
-// still goes whole, inside an outer packet that is fragmented and
-// reassembled by the peer. It returns nil once every fragment went.
+// fragment what a HDRINCL socket sends (EMSGSIZE). It writes into pkt: an
+// IPv4 packet's Don't Fragment bit, copied from the inner packet, is
+// cleared (the inner packet still goes whole, inside an outer packet that
+// is fragmented and reassembled by the peer) and it gets an identification
+// of the underlay's own; an IPv6 packet's unspecified source becomes the
+// local address. It returns nil once every fragment went.
 func (c *Conn) sendFragments(k int, pkt []byte) error {
 	s := &c.send
+	if k == kindRaw6 {
+		c.fillSource6(pkt)
+	}
 	mtu := c.readMTU()
 	if len(pkt) <= mtu {
 		s.fragBufs = append(s.fragBufs[:0], pkt)
@@ -163,19 +172,23 @@ func (c *Conn) sendFragments(k int, pkt []byte) error {
 	var err error
 	if k == kindRaw4 {
 		binary.BigEndian.PutUint16(pkt[6:], binary.BigEndian.Uint16(pkt[6:])&^0x4000)
-		// The kernel gives a HDRINCL packet with identification 0 one
-		// of its own, each fragment another: they must share one.
-		if binary.BigEndian.Uint16(pkt[4:]) == 0 {
-			binary.BigEndian.PutUint16(pkt[4:], uint16(c.fragID.Add(1))|1)
+		// The identification tells the peer which fragments belong
+		// together. The engine's (a tunnel SA's sequence number, or the
+		// host's in transport mode) is not unique across SAs to one
+		// peer: the underlay, which fragments, numbers the packets it
+		// fragments itself (RFC 6864), never 0 (the kernel would give
+		// each fragment an identification of its own).
+		id := uint16(c.fragID.Add(1))
+		for id == 0 {
+			id = uint16(c.fragID.Add(1))
 		}
+		binary.BigEndian.PutUint16(pkt[4:], id)
 		if need := ipfrag.ScratchSizeIPv4(len(pkt), mtu, 60); cap(s.scratch) < need {
 			s.scratch = make([]byte, need)
 		}
 		s.frags, err = ipfrag.FragmentIPv4(pkt, mtu, s.scratch[:cap(s.scratch)], s.frags[:0])
 	} else {
-		// The unfragmentable part is rarely more than the fixed header;
-		// room for twice the packet covers a long one too.
-		if need := max(ipfrag.ScratchSizeIPv6(len(pkt), mtu, 40), 2*len(pkt)); cap(s.scratch) < need {
+		if need := ipfrag.ScratchSizeIPv6Packet(pkt, mtu); cap(s.scratch) < need {
 			s.scratch = make([]byte, need)
 		}
 		s.frags, err = ipfrag.FragmentIPv6(pkt, mtu, c.fragID.Add(1), s.scratch[:cap(s.scratch)], s.frags[:0])
@@ -190,11 +203,7 @@ func (c *Conn) sendFragments(k int, pkt []byte) error {
 // the raw socket of kind k.
 func (c *Conn) sendAll(k int, bufs [][]byte, pkt []byte) error {
 	s := &c.send
-	a := &s.ip[k]
-	if len(*a) == 0 {
-		*a = append(*a, net.IPAddr{IP: make(net.IP, 0, 16)})
-	}
-	addr := &(*a)[0] // free: the kind's queue was flushed
+	addr := &s.fragAddr
 	if k == kindRaw4 {
 		addr.IP = append(addr.IP[:0], pkt[16:20]...)
 	} else {
@@ -264,15 +273,22 @@ func (c *Conn) queue(i int, pkt []byte) error {
 		if c.raw6 == nil {
 			return ErrNoSocket
 		}
-		if netip.AddrFrom16([16]byte(pkt[8:24])).IsUnspecified() {
-			src := c.local6.As16()
-			copy(pkt[8:24], src[:])
-		}
+		c.fillSource6(pkt)
 		c.queueRaw(kindRaw6, i, pkt, dst[:])
 	default:
 		return errors.New("underlay: not an IP packet")
 	}
 	return nil
+}
+
+// fillSource6 writes the local address into an IPv6 packet's unspecified
+// source (a tunnel SA without one): unlike IPv4's, an IPv6 HDRINCL socket
+// sends the header as it is.
+func (c *Conn) fillSource6(pkt []byte) {
+	if netip.AddrFrom16([16]byte(pkt[8:24])).IsUnspecified() {
+		src := c.local6.As16()
+		copy(pkt[8:24], src[:])
+	}
 }
 
 // slot returns the next message of kind k, growing the reusable state.

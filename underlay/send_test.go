@@ -463,6 +463,51 @@ func TestRawFragments(t *testing.T) {
 		}
 	}
 
+	// A large packet first, on a Conn that has sent nothing yet (this
+	// crashed the next small packet's queueing), and an IPv6 packet from
+	// the unspecified address, as a tunnel SA without a source makes it:
+	// every fragment leaves from the local address.
+	c2, err := Open(context.Background(), Config{Local4: l4, Local6: l6, Device: "lo", NoUDP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	tap, err := net.ListenPacket("ip6:ipv6-frag", "::1") // sees every fragment as it came
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	anon := espPacket(l6, 3000, 9)
+	clear(anon[8:24])
+	first := [][]byte{espPacket(l4, 4000, 7), espPacket(l4, 100, 8), anon, espPacket(l6, 100, 10)}
+	if n, err := c2.SendBatch(first, make([]bool, len(first))); n != len(first) || err != nil {
+		t.Fatalf("large packets first: %d of %d sent, %v", n, len(first), err)
+	}
+	buf := make([]byte, 2048)
+	for range 3 {
+		tap.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, from, err := tap.ReadFrom(buf); err != nil {
+			t.Fatalf("IPv6 fragments: %v", err)
+		} else if from.(*net.IPAddr).IP.IsUnspecified() {
+			t.Errorf("an IPv6 fragment left from the unspecified address")
+		}
+	}
+
+	// Packets that are fragmented get identifications of the underlay's
+	// own, one each, never 0: the engine's (a tunnel SA's sequence
+	// number) repeat across SAs to one peer.
+	same := [][]byte{espPacket(l4, 3000, 1), espPacket(l4, 3000, 2)}
+	for _, p := range same {
+		binary.BigEndian.PutUint16(p[4:], 0x1234)
+	}
+	if n, err := c2.SendBatch(same, make([]bool, 2)); n != 2 || err != nil {
+		t.Fatalf("%d of 2 sent, %v", n, err)
+	}
+	id0, id1 := binary.BigEndian.Uint16(same[0][4:]), binary.BigEndian.Uint16(same[1][4:])
+	if id0 == 0x1234 || id0 == 0 || id1 == 0 || id0 == id1 {
+		t.Errorf("fragmented packets with identification 0x1234 went as %#x and %#x: want two of the underlay's own, not 0", id0, id1)
+	}
+
 	// The link's MTU goes down under the Conn.
 	if err := netlink.LinkSetMTU(lo, 1280); err != nil {
 		t.Fatal(err)
