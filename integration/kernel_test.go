@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"regexp"
@@ -294,7 +295,7 @@ func (kp *kernelPeer) checkDrops(t *testing.T, p *kernelSAPair, before kpCounter
 	for _, k := range []kernelSA{kin, kout} {
 		if k.replayWindow != 0 || k.replay != 0 || k.failed != 0 {
 			t.Errorf("kernel state spi 0x%x dropped packets: replay-window %d replay %d failed %d\n%s",
-				k.spi, k.replayWindow, k.replay, k.failed, k.raw)
+				k.spi, k.replayWindow, k.replay, k.failed, redact(k.raw))
 		}
 	}
 	wantDrops := map[string]uint64{}
@@ -435,8 +436,9 @@ func TestKernelTCP(t *testing.T) {
 			defer kp.remove(t, p)
 			before := kp.counters(t)
 			kp.guest(t, "iperf3 -s -D -p 5201 -B "+p.guestIn+" --logfile /tmp/iperf3.log; "+
-				"rm -f /tmp/esp.pcap; tcpdump -U -Z root -ni eth0 -s 96 -w /tmp/esp.pcap 'esp or udp port 4500' >/dev/null 2>&1 & sleep 1")
-			defer kp.guest(t, "pkill iperf3; pkill tcpdump; rm -f /tmp/iperf3.log /tmp/esp.pcap; true")
+				"rm -f /tmp/esp.pcap /tmp/esp.log; tcpdump -U -Z root -ni eth0 -s 96 -w /tmp/esp.pcap 'esp or udp port 4500' >/dev/null 2>/tmp/esp.log & "+
+				"for i in $(seq 100); do grep -q 'listening on' /tmp/esp.log && exit 0; sleep 0.1; done; cat /tmp/esp.log; exit 1")
+			defer kp.guest(t, "killall iperf3 tcpdump 2>/dev/null; rm -f /tmp/iperf3.log /tmp/esp.pcap /tmp/esp.log; true")
 			link := startPcap(t, kp.h.ns, kp.h.veth, "-s", "96")
 			for _, dir := range []string{"vnic -> kernel", "kernel -> vnic"} {
 				args := []string{"netns", "exec", kp.h.ns, "timeout", "20", "iperf3", "-c", p.guestIn, "-B", p.hostIn, "-t", "3", "-P", "2", "-p", "5201"}
@@ -455,7 +457,17 @@ func TestKernelTCP(t *testing.T) {
 					t.Errorf("%s: iperf3: %v\n%s", dir, err, out)
 				}
 			}
-			kp.guest(t, "pkill tcpdump; sleep 0.5")
+			// tcpdump prints its counts on SIGUSR1 and as it exits: it
+			// stops once it has written what its filter took, and a
+			// capture that lost packets cannot tell the order.
+			stats := kp.guest(t, "for i in $(seq 40); do killall -USR1 tcpdump; sleep 0.3; "+
+				"c=$(grep -o '[0-9]* packets captured' /tmp/esp.log | tail -n 1 | cut -d' ' -f1); "+
+				"r=$(grep -o '[0-9]* packets received by filter' /tmp/esp.log | tail -n 1 | cut -d' ' -f1); "+
+				"[ -n \"$c\" ] && [ \"$c\" = \"$r\" ] && break; done; "+
+				"killall tcpdump; for i in $(seq 50); do pidof tcpdump >/dev/null || break; sleep 0.1; done; cat /tmp/esp.log")
+			if !captureComplete(stats) {
+				t.Fatalf("the guest's capture did not keep every packet:\n%s", stats)
+			}
 			sent := kp.guestESPOrder(t, p.spiIn)
 			lt, frames := link.stop(t)
 			arrived := espOrder(lt, frames, p.spiIn)
@@ -473,6 +485,19 @@ func TestKernelTCP(t *testing.T) {
 			kp.checkDrops(t, p, before, ao.beyond)
 		})
 	}
+}
+
+var tcpdumpCountsRE = regexp.MustCompile(`(?m)^(\d+) packets captured\n(\d+) packets received by filter\n(\d+) packets dropped by kernel`)
+
+// captureComplete says whether tcpdump's last counts in its log show every
+// packet its filter took written and none dropped.
+func captureComplete(log string) bool {
+	m := tcpdumpCountsRE.FindAllStringSubmatch(log, -1)
+	if m == nil {
+		return false
+	}
+	last := m[len(m)-1]
+	return last[1] == last[2] && last[3] == "0"
 }
 
 // guestESPOrder returns the sequence numbers (low 32 bits) of the ESP
@@ -561,10 +586,13 @@ func TestKernelReplay(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := kp.install(t, c)
 			defer kp.remove(t, p)
-			kp.guest(t, "kernel-peer guest-capture eth0 1 10 >/tmp/esp.hex 2>&1 & "+
+			kp.guest(t, "kernel-peer guest-capture eth0 1 10 >/tmp/esp.hex 2>&1 & c=$!; "+
 				"for i in $(seq 50); do grep -q capturing /tmp/esp.hex && break; sleep 0.1; done; "+
-				"ping -c 1 -w 5 -I "+p.guestIn+" "+p.hostIn+" && wait")
+				"ping -c 1 -w 5 -I "+p.guestIn+" "+p.hostIn+" && wait $c || { cat /tmp/esp.hex; exit 1; }")
 			frame := strings.TrimSpace(kp.guest(t, "tail -n 1 /tmp/esp.hex"))
+			if b, err := hex.DecodeString(frame); err != nil || len(b) < 14+20+8 {
+				t.Fatalf("the capture gave no ESP frame: %q", frame)
+			}
 			before := kp.h.stats(t)
 			inBefore := saInfo(t, kp.h, p.in)
 			kp.guest(t, "kernel-peer guest-inject eth0 "+frame+" "+frame)

@@ -75,9 +75,9 @@ func kernelPeerFor(t *testing.T, flags ...string) *kernelPeer {
 	kpShared.mu.Lock()
 	kp := kpShared.kp
 	t.Cleanup(func() {
+		defer kpShared.mu.Unlock() // also when reset fails the test
 		kp.h.stop(t)
 		kp.reset(t)
-		kpShared.mu.Unlock()
 	})
 	kp.reset(t)
 	kp.h.start(t, append([]string{"-addr", kpInnerHost4 + "/24", "-addr", kpInnerHost6 + "/64",
@@ -115,6 +115,12 @@ func bootKernelPeer() (kp *kernelPeer, missing bool, err error) {
 		return nil, false, err
 	}
 	kp = &kernelPeer{vm: vm, h: h}
+	defer func() {
+		if err != nil {
+			kp.vm.Close()
+			exec.Command("ip", "netns", "del", h.ns).Run()
+		}
+	}()
 	setup := [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "addr", "add", kpHost4 + "/24", "dev", h.veth},
@@ -126,16 +132,16 @@ func bootKernelPeer() (kp *kernelPeer, missing bool, err error) {
 		setup = append(setup, []string{"sysctl", "-qw", "net.ipv4.conf." + k + ".rp_filter=0"})
 	}
 	for _, c := range setup {
-		if out, err := exec.Command("ip", append([]string{"netns", "exec", h.ns}, c...)...).CombinedOutput(); err != nil {
-			kp.vm.Close()
-			return nil, false, fmt.Errorf("%v: %v %s", c, err, out)
+		if out, cerr := exec.Command("ip", append([]string{"netns", "exec", h.ns}, c...)...).CombinedOutput(); cerr != nil {
+			err = fmt.Errorf("%v: %v %s", c, cerr, out)
+			return nil, false, err
 		}
 	}
 	out, err := exec.Command("ip", "-n", h.ns, "-br", "link", "show", h.veth).CombinedOutput()
 	f := strings.Fields(string(out))
 	if err != nil || len(f) < 3 {
-		kp.vm.Close()
-		return nil, false, fmt.Errorf("the tap device's address: %v %s", err, out)
+		err = fmt.Errorf("the tap device's address: %v %s", err, out)
+		return nil, false, err
 	}
 	tapMAC := f[2]
 	guest := strings.Join([]string{
@@ -153,9 +159,9 @@ func bootKernelPeer() (kp *kernelPeer, missing bool, err error) {
 		// UDP_ENCAP: the agent holds one on 4500 for each family.
 		"kernel-peer guest-espinudp 4500 >/dev/null 2>&1 &",
 	}, "\n")
-	if r, err := vm.Run(ctx, guest, 0); err != nil || r.Code != 0 {
-		kp.vm.Close()
-		return nil, false, fmt.Errorf("guest setup: %v %s", err, r.Out)
+	if r, rerr := vm.Run(ctx, guest, 0); rerr != nil || r.Code != 0 {
+		err = fmt.Errorf("guest setup: %v %s", rerr, r.Out)
+		return nil, false, err
 	}
 	return kp, false, nil
 }

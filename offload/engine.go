@@ -504,6 +504,9 @@ func (e *Engine) dropOnSA(sa *sadb.SA, oe *Error, n uint64) {
 // could not be sent as they are: too large, or fragments that never made
 // a datagram.
 func (e *Engine) logDrop(sa *sadb.SA, oe *Error, n uint64) {
+	if !e.log.Enabled(context.Background(), slog.LevelDebug) {
+		return // no arguments built for nothing
+	}
 	e.log.Debug("outbound packets dropped", "counter", oe.Reason.String(), "reason", oe.msg, "packets", n,
 		"sa", sa.Handle, "spi", sa.Config.SPI, "dst", sa.Config.Dst)
 }

@@ -17,6 +17,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	osexec "os/exec"
 	"os/signal"
@@ -79,7 +80,11 @@ func run() error {
 		}
 	}
 	if *guestAddr != "" {
-		if r, err := vm.Run(ctx, "ip addr add "+*guestAddr+" dev eth0 nodad", 0); err != nil || r.Code != 0 {
+		p, err := netip.ParsePrefix(*guestAddr)
+		if err != nil {
+			return fmt.Errorf("-guest-addr: %w", err)
+		}
+		if r, err := vm.Run(ctx, "ip addr add "+p.String()+" dev eth0 nodad", 0); err != nil || r.Code != 0 {
 			return fmt.Errorf("guest address: %v %s", err, r.Out)
 		}
 	}

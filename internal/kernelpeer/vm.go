@@ -14,8 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -58,6 +60,8 @@ type VM struct {
 	waitErr error
 	console *tailBuffer
 
+	tapMade bool // Boot made the tap device: Close removes it
+
 	mu     sync.Mutex // one command at a time
 	conn   net.Conn
 	lines  *bufio.Reader
@@ -99,6 +103,7 @@ func Boot(ctx context.Context, cfg Config) (*VM, error) {
 	if err := run(ctx, "", "ip", "-n", cfg.Netns, "tuntap", "add", "dev", cfg.Tap, "mode", "tap"); err != nil {
 		return fail(err)
 	}
+	vm.tapMade = true
 	if err := run(ctx, "", "ip", "-n", cfg.Netns, "link", "set", cfg.Tap, "up"); err != nil {
 		return fail(err)
 	}
@@ -119,12 +124,20 @@ func Boot(ctx context.Context, cfg Config) (*VM, error) {
 		"-device", "virtio-rng-pci",
 	}
 	vm.qemu = exec.Command("ip", args...)
+	// qemu dies with its parent, also when the parent is killed (a test
+	// binary at its timeout runs no cleanup). ip netns exec execs qemu in
+	// its place, so the setting reaches qemu; it is tied to the thread
+	// that starts the process, which stays locked meanwhile.
+	vm.qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out io.Writer = vm.console
 	if cfg.Console != nil {
 		out = io.MultiWriter(vm.console, cfg.Console)
 	}
 	vm.qemu.Stdout, vm.qemu.Stderr, vm.qemu.Stdin = out, out, cfg.Stdin
-	if err := vm.qemu.Start(); err != nil {
+	runtime.LockOSThread()
+	err = vm.qemu.Start()
+	runtime.UnlockOSThread()
+	if err != nil {
 		return fail(err)
 	}
 	go func() {
@@ -262,10 +275,18 @@ func (vm *VM) Close() error {
 		vm.conn.Close()
 	}
 	if vm.qemu != nil && vm.qemu.Process != nil {
-		vm.qemu.Process.Kill() // our own child
-		<-vm.exited
+		// SIGTERM first: qemu puts back the terminal it may hold.
+		vm.qemu.Process.Signal(syscall.SIGTERM) // our own child
+		select {
+		case <-vm.exited:
+		case <-time.After(3 * time.Second):
+			vm.qemu.Process.Kill()
+			<-vm.exited
+		}
 	}
-	_ = exec.Command("ip", "-n", vm.cfg.Netns, "link", "del", vm.cfg.Tap).Run()
+	if vm.tapMade {
+		_ = exec.Command("ip", "-n", vm.cfg.Netns, "link", "del", vm.cfg.Tap).Run()
+	}
 	return os.RemoveAll(vm.dir)
 }
 
