@@ -9,8 +9,7 @@ import (
 	"crypto/sha512"
 	"errors"
 	"hash"
-
-	"golang.org/x/crypto/chacha20poly1305"
+	"slices"
 
 	"vnic/ndis"
 )
@@ -29,50 +28,43 @@ const (
 	maxMACKey = 256
 )
 
-// macInfo describes an HMAC integrity algorithm.
+// macInfo is an HMAC integrity algorithm: its catalogue entry and its
+// hash.
 type macInfo struct {
 	name   string // Linux XFRM name
 	newH   func() hash.Hash
-	keyLen int // recommended key length in bytes
+	keyLen int // recommended key length in bytes: the digest's
 	icv    int // default truncated length in bytes
 	size   int // full digest length in bytes
 	legacy bool
 }
 
-var macs = map[ndis.AuthenticationID]macInfo{
-	ndis.AuthenticationMD5:    {"hmac(md5)", md5.New, 16, 12, 16, true},
-	ndis.AuthenticationSHA1:   {"hmac(sha1)", sha1.New, 20, 12, 20, false},
-	ndis.AuthenticationSHA256: {"hmac(sha256)", sha256.New, 32, 16, 32, false},
-	ndis.AuthenticationSHA384: {"hmac(sha384)", sha512.New384, 48, 24, 48, false},
-	ndis.AuthenticationSHA512: {"hmac(sha512)", sha512.New, 64, 32, 64, false},
+// hashes are the HMACs' hash functions, by identifier: the one part of an
+// HMAC algorithm that Catalogue does not hold.
+var hashes = map[ndis.AuthenticationID]func() hash.Hash{
+	ndis.AuthenticationMD5:    md5.New,
+	ndis.AuthenticationSHA1:   sha1.New,
+	ndis.AuthenticationSHA256: sha256.New,
+	ndis.AuthenticationSHA384: sha512.New384,
+	ndis.AuthenticationSHA512: sha512.New,
 }
 
-// cbcInfo describes a CBC encryption algorithm.
-type cbcInfo struct {
-	name   string
-	keyLen int
-	legacy bool
+// hmacOf returns the HMAC algorithm of an identifier.
+func hmacOf(id ndis.AuthenticationID) (macInfo, bool) {
+	a, ok := AuthenticationAlgorithm(id)
+	newH := hashes[id]
+	if !ok || newH == nil {
+		return macInfo{}, false
+	}
+	return macInfo{name: a.Name, newH: newH, keyLen: a.Digest, icv: a.DefaultICV, size: a.Digest, legacy: a.Legacy}, true
 }
 
-var cbcs = map[ndis.EncryptionID]cbcInfo{
-	ndis.EncryptionDESCBC:    {"cbc(des)", 8, true},
-	ndis.Encryption3DESCBC:   {"cbc(des3_ede)", 24, true},
-	ndis.EncryptionAESCBC128: {"cbc(aes)", 16, false},
-	ndis.EncryptionAESCBC192: {"cbc(aes)", 24, false},
-	ndis.EncryptionAESCBC256: {"cbc(aes)", 32, false},
-}
-
-var gcmKeyLen = map[ndis.EncryptionID]int{
-	ndis.EncryptionAESGCM128: 16,
-	ndis.EncryptionAESGCM192: 24,
-	ndis.EncryptionAESGCM256: 32,
-}
-
-var gmacKeyLen = map[ndis.AuthenticationID]int{
-	ndis.AuthenticationAESGMAC128: 16,
-	ndis.AuthenticationAESGMAC192: 24,
-	ndis.AuthenticationAESGMAC256: 32,
-}
+// The combined-mode algorithms' Linux names, which New tells them by.
+const (
+	nameGCM    = "rfc4106(gcm(aes))"
+	nameGMAC   = "rfc4543(gcm(aes))"
+	nameChaCha = "rfc7539esp(chacha20,poly1305)"
+)
 
 func invalid(format string, args ...any) error {
 	return ndis.Errorf(ndis.StatusInvalidParameter, format, args...)
@@ -86,49 +78,51 @@ func unsupported(format string, args ...any) error {
 // are *ndis.Error values with NDIS_STATUS_NOT_SUPPORTED (legacy or unknown
 // algorithms) or NDIS_STATUS_INVALID_PARAMETER (key or ICV lengths).
 func New(s Spec) (Cipher, error) {
+	enc, _ := EncryptionAlgorithm(s.Encryption)
+	auth, _ := AuthenticationAlgorithm(s.Authentication)
 	switch {
-	case gcmKeyLen[s.Encryption] != 0:
+	case enc.Name == nameGCM:
 		if s.Authentication != ndis.AuthenticationNone {
 			return nil, invalid("AES-GCM is a combined-mode cipher: the authentication algorithm must be empty, got 0x%x", uint32(s.Authentication))
 		}
-		n := gcmKeyLen[s.Encryption]
-		if len(s.EncryptionKey) != n+saltLen {
-			return nil, invalid("AES-GCM-%d needs a %d-byte key (%d-byte AES key and 4-byte salt), got %d bytes", n*8, n+saltLen, n, len(s.EncryptionKey))
+		n := enc.KeyLen - enc.SaltLen
+		if len(s.EncryptionKey) != enc.KeyLen {
+			return nil, invalid("AES-GCM-%d needs a %d-byte key (%d-byte AES key and 4-byte salt), got %d bytes", n*8, enc.KeyLen, n, len(s.EncryptionKey))
 		}
 		icv := s.ICVLen
 		if icv == 0 {
-			icv = 16
+			icv = enc.ICVs[0]
 		}
-		if icv != 8 && icv != 12 && icv != 16 {
+		if !slices.Contains(enc.ICVs, icv) {
 			return nil, invalid("AES-GCM ICV length must be 8, 12 or 16 bytes, got %d", s.ICVLen)
 		}
 		return newGCM(s.EncryptionKey, icv, s.ESN)
-	case s.Encryption == ndis.EncryptionChaCha20Poly1305:
+	case enc.Name == nameChaCha:
 		if s.Authentication != ndis.AuthenticationNone {
 			return nil, invalid("ChaCha20-Poly1305 is a combined-mode cipher: the authentication algorithm must be empty, got 0x%x", uint32(s.Authentication))
 		}
-		if len(s.EncryptionKey) != chacha20poly1305.KeySize+saltLen {
+		if len(s.EncryptionKey) != enc.KeyLen {
 			return nil, invalid("ChaCha20-Poly1305 needs a 36-byte key (32-byte key and 4-byte salt), got %d bytes", len(s.EncryptionKey))
 		}
-		if s.ICVLen != 0 && s.ICVLen != 16 {
+		if s.ICVLen != 0 && !slices.Contains(enc.ICVs, s.ICVLen) {
 			return nil, invalid("ChaCha20-Poly1305 has a 16-byte ICV, got %d", s.ICVLen)
 		}
 		return newChaCha(s.EncryptionKey, s.ESN)
-	case gmacKeyLen[s.Authentication] != 0:
+	case auth.Name == nameGMAC:
 		if s.Encryption != ndis.EncryptionNone && s.Encryption != 0 {
 			return nil, invalid("AES-GMAC provides integrity only: the encryption algorithm must be NONE, got 0x%x", uint32(s.Encryption))
 		}
-		n := gmacKeyLen[s.Authentication]
-		if len(s.AuthenticationKey) != n+saltLen {
-			return nil, invalid("AES-GMAC-%d needs a %d-byte key (%d-byte AES key and 4-byte salt), got %d bytes", n*8, n+saltLen, n, len(s.AuthenticationKey))
+		n := auth.KeyLen - auth.SaltLen
+		if len(s.AuthenticationKey) != auth.KeyLen {
+			return nil, invalid("AES-GMAC-%d needs a %d-byte key (%d-byte AES key and 4-byte salt), got %d bytes", n*8, auth.KeyLen, n, len(s.AuthenticationKey))
 		}
-		if s.ICVLen != 0 && s.ICVLen != 16 {
+		if s.ICVLen != 0 && !slices.Contains(auth.ICVs, s.ICVLen) {
 			return nil, invalid("AES-GMAC has a 16-byte ICV, got %d", s.ICVLen)
 		}
 		return newGMAC(s.AuthenticationKey, s.ESN)
 	}
 
-	mac, ok := macs[s.Authentication]
+	mac, ok := hmacOf(s.Authentication)
 	if !ok {
 		if s.Authentication == ndis.AuthenticationNone {
 			return nil, invalid("encryption 0x%x needs an integrity algorithm: ESP without integrity is not offered", uint32(s.Encryption))
@@ -152,15 +146,14 @@ func New(s Spec) (Cipher, error) {
 	if s.Encryption == ndis.EncryptionNone {
 		return newHMACCipher(nil, "ecb(cipher_null)", 0, mac, s.AuthenticationKey, icv, s.ESN)
 	}
-	enc, ok := cbcs[s.Encryption]
-	if !ok {
+	if enc.Name == "" || enc.Combined {
 		return nil, unsupported("unknown encryption algorithm 0x%x", uint32(s.Encryption))
 	}
-	if enc.legacy && !s.AllowLegacy {
-		return nil, unsupported("%s is a legacy algorithm and is refused; use AES-GCM or AES-CBC", enc.name)
+	if enc.Legacy && !s.AllowLegacy {
+		return nil, unsupported("%s is a legacy algorithm and is refused; use AES-GCM or AES-CBC", enc.Name)
 	}
-	if len(s.EncryptionKey) != enc.keyLen {
-		return nil, invalid("%s needs a %d-byte key here, got %d bytes", enc.name, enc.keyLen, len(s.EncryptionKey))
+	if len(s.EncryptionKey) != enc.KeyLen {
+		return nil, invalid("%s needs a %d-byte key here, got %d bytes", enc.Name, enc.KeyLen, len(s.EncryptionKey))
 	}
 	var blk blockCipher
 	var err error
@@ -173,7 +166,7 @@ func New(s Spec) (Cipher, error) {
 		blk, err = aes.NewCipher(s.EncryptionKey)
 	}
 	if err != nil {
-		return nil, invalid("%s key: %v", enc.name, err)
+		return nil, invalid("%s key: %v", enc.Name, err)
 	}
-	return newHMACCipher(blk, enc.name, len(s.EncryptionKey), mac, s.AuthenticationKey, icv, s.ESN)
+	return newHMACCipher(blk, enc.Name, len(s.EncryptionKey), mac, s.AuthenticationKey, icv, s.ESN)
 }

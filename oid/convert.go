@@ -202,12 +202,12 @@ func spec(b *SA, sa *SecAssoc) (algo.Spec, error) {
 	if s.Encryption == 0 {
 		s.Encryption = ndis.EncryptionNone // ESP with integrity only
 	}
-	enc, ok := EncryptionAlgorithm(s.Encryption)
+	enc, ok := algo.EncryptionAlgorithm(s.Encryption)
 	if !ok {
 		return s, notSupported("%s.Identifier 0x%x is not an encryption algorithm vnic knows", encPath, ea.Identifier)
 	}
 	if s.Authentication != 0 {
-		if _, ok := AuthenticationAlgorithm(s.Authentication); !ok {
+		if _, ok := algo.AuthenticationAlgorithm(s.Authentication); !ok {
 			return s, notSupported("%s.Identifier 0x%x is not an authentication algorithm vnic knows", authPath, aa.Identifier)
 		}
 	}
@@ -397,8 +397,8 @@ func describe(t *sadb.Table, sa *sadb.SA, now time.Time) SAInfo {
 		in.Transform = sa.Cipher.Name()
 		icvBits = sa.Cipher.ICVLen() * 8
 	}
-	enc, _ := EncryptionAlgorithm(c.Algo.Encryption)
-	auth, hasAuth := AuthenticationAlgorithm(c.Algo.Authentication)
+	enc, _ := algo.EncryptionAlgorithm(c.Algo.Encryption)
+	auth, hasAuth := algo.AuthenticationAlgorithm(c.Algo.Authentication)
 	if c.Algo.Encryption != 0 && !(c.Algo.Encryption == ndis.EncryptionNone && auth.Combined) {
 		in.Encryption = used(enc, uint32(c.Algo.Encryption), len(c.Algo.EncryptionKey))
 		if enc.Combined {
@@ -438,7 +438,7 @@ func describe(t *sadb.Table, sa *sadb.SA, now time.Time) SAInfo {
 }
 
 // used describes one algorithm of an SA with a key of n bytes.
-func used(a Algorithm, id uint32, n int) *AlgorithmUsed {
+func used(a algo.Algorithm, id uint32, n int) *AlgorithmUsed {
 	u := &AlgorithmUsed{Name: a.Name, NDIS: a.NDIS, Identifier: id, KeyBits: 8 * n, Key: Redacted(n)}
 	if u.Name == "" {
 		u.Name = fmt.Sprintf("0x%x", id)

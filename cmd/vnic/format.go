@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"vnic/algo"
 	"vnic/ndis"
 	"vnic/oid"
 )
@@ -82,7 +83,7 @@ func encMaskNames(mask uint32) string {
 	n := map[uint32]string{}
 	for m := mask; m != 0; m &= m - 1 {
 		bit := uint32(1) << bits.TrailingZeros32(m)
-		if a, ok := oid.EncryptionAlgorithm(ndis.EncryptionID(bit)); ok {
+		if a, ok := algo.EncryptionAlgorithm(ndis.EncryptionID(bit)); ok {
 			n[bit] = algoLabel(a)
 		}
 	}
@@ -93,21 +94,19 @@ func authMaskNames(mask uint32) string {
 	n := map[uint32]string{}
 	for m := mask; m != 0; m &= m - 1 {
 		bit := uint32(1) << bits.TrailingZeros32(m)
-		if a, ok := oid.AuthenticationAlgorithm(ndis.AuthenticationID(bit)); ok {
+		if a, ok := algo.AuthenticationAlgorithm(ndis.AuthenticationID(bit)); ok {
 			n[bit] = algoLabel(a)
 		}
 	}
 	return names(mask, n)
 }
 
-// algoLabel names an algorithm with its key size where the name alone
-// does not say it.
-func algoLabel(a oid.Algorithm) string {
-	switch {
-	case a.Combined:
-		return fmt.Sprintf("%s-%d", a.Name, (a.KeyLen-4)*8)
-	case a.Name == "cbc(aes)":
-		return fmt.Sprintf("%s-%d", a.Name, a.KeyLen*8)
+// algoLabel names an algorithm with its key size (salt left out) where the
+// name alone does not say it: where several identifiers share the name,
+// or the algorithm is a combined mode.
+func algoLabel(a algo.Algorithm) string {
+	if a.Combined || len(algo.Named(a.Name)) > 1 {
+		return fmt.Sprintf("%s-%d", a.Name, (a.KeyLen-a.SaltLen)*8)
 	}
 	return a.Name
 }

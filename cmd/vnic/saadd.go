@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
+	"vnic/algo"
 	"vnic/ndis"
 	"vnic/oid"
 )
@@ -602,28 +604,36 @@ func (p *saAdd) pair() error {
 	return nil
 }
 
-// The `aead` names.
-const (
-	aeadGCM    = "rfc4106(gcm(aes))"
-	aeadGMAC   = "rfc4543(gcm(aes))"
-	aeadChaCha = "rfc7539esp(chacha20,poly1305)"
-)
+// The kinds of algorithm each word takes, as algo.Catalogue describes
+// them: `aead` a combined mode, `enc` an encryption algorithm that needs
+// an integrity one, `auth` and `auth-trunc` an HMAC.
+func isAEAD(a algo.Algorithm) bool { return a.Combined }
+func isEnc(a algo.Algorithm) bool  { return a.Encryption != 0 && !a.Combined }
+func isHMAC(a algo.Algorithm) bool { return a.Authentication != 0 && !a.Combined }
 
-// encNames are the `enc` names, with ip xfrm's short forms.
-var encNames = map[string]string{
-	"cbc(aes)": "cbc(aes)", "aes": "cbc(aes)",
-	"ecb(cipher_null)": "ecb(cipher_null)", "cipher_null": "ecb(cipher_null)",
-	"cbc(des)": "cbc(des)", "des": "cbc(des)",
-	"cbc(des3_ede)": "cbc(des3_ede)", "des3_ede": "cbc(des3_ede)",
+// catalogued returns the catalogue entries that the name (Linux's or ip
+// xfrm's short one) stands for among those of a kind.
+func catalogued(name string, kind func(algo.Algorithm) bool) []algo.Algorithm {
+	var out []algo.Algorithm
+	for _, a := range algo.Named(name) {
+		if kind(a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
-// authNames are the `auth` names, with ip xfrm's short forms.
-var authNames = map[string]string{
-	"hmac(md5)": "hmac(md5)", "md5": "hmac(md5)",
-	"hmac(sha1)": "hmac(sha1)", "sha1": "hmac(sha1)",
-	"hmac(sha256)": "hmac(sha256)", "sha256": "hmac(sha256)",
-	"hmac(sha384)": "hmac(sha384)", "sha384": "hmac(sha384)",
-	"hmac(sha512)": "hmac(sha512)", "sha512": "hmac(sha512)",
+// offered lists, for messages, the names of the algorithms of a kind that
+// vnic offers (legacy ones are not), sorted, each once.
+func offered(kind func(algo.Algorithm) bool) string {
+	var names []string
+	for _, a := range algo.Catalogue {
+		if kind(a) && !a.Legacy && !slices.Contains(names, a.Name) {
+			names = append(names, a.Name)
+		}
+	}
+	slices.Sort(names)
+	return joinOr(names)
 }
 
 // bundle assembles the SA from the words read.
@@ -657,42 +667,31 @@ func (p *saAdd) bundle() (oid.SA, error) {
 			return oid.SA{}, errors.New("aead: cannot be combined with enc, auth or auth-trunc: an AEAD encrypts and authenticates")
 		}
 		a := p.aead
-		switch a.name {
-		case aeadGCM:
-			id, err := byKeyLen(a, aeadGCM, "AES key and 4-byte salt", map[int]uint32{
-				20: uint32(ndis.EncryptionAESGCM128), 28: uint32(ndis.EncryptionAESGCM192), 36: uint32(ndis.EncryptionAESGCM256)})
-			if err != nil {
-				return oid.SA{}, err
+		as := catalogued(a.name, isAEAD)
+		if len(as) == 0 {
+			return oid.SA{}, fmt.Errorf("aead: expected %s, got %s", offered(isAEAD), quote(a.name))
+		}
+		alg, err := byKeyLen(a, as)
+		if err != nil {
+			return oid.SA{}, err
+		}
+		if !slices.Contains(alg.ICVs, int(a.bits/8)) {
+			var bits []string
+			for _, n := range slices.Sorted(slices.Values(alg.ICVs)) {
+				bits = append(bits, strconv.Itoa(n*8))
 			}
-			if a.bits != 64 && a.bits != 96 && a.bits != 128 {
-				return oid.SA{}, fmt.Errorf("aead %s: expected an ICV length of 64, 96 or 128 bits, got %d", a.name, a.bits)
-			}
-			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: id, KeyLength: uint32(len(a.key)), AdditionalInfo: uint32(a.bits / 8)}
+			return oid.SA{}, fmt.Errorf("aead %s: expected an ICV length of %s bits, got %d", a.name, joinOr(bits), a.bits)
+		}
+		info := oid.AlgorithmInfo{KeyLength: uint32(len(a.key)), AdditionalInfo: uint32(a.bits / 8)}
+		if alg.Encryption != 0 {
+			info.Identifier = uint32(alg.Encryption)
+			sa.EncryptionAlgorithm = info
 			encKey = a.key
-		case aeadGMAC:
-			id, err := byKeyLen(a, aeadGMAC, "AES key and 4-byte salt", map[int]uint32{
-				20: uint32(ndis.AuthenticationAESGMAC128), 28: uint32(ndis.AuthenticationAESGMAC192), 36: uint32(ndis.AuthenticationAESGMAC256)})
-			if err != nil {
-				return oid.SA{}, err
-			}
-			if a.bits != 128 {
-				return oid.SA{}, fmt.Errorf("aead %s: expected an ICV length of 128 bits, got %d", a.name, a.bits)
-			}
+		} else { // AES-GMAC: integrity only
+			info.Identifier = uint32(alg.Authentication)
 			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: uint32(ndis.EncryptionNone)}
-			sa.AuthenticationAlgorithm = oid.AlgorithmInfo{Identifier: id, KeyLength: uint32(len(a.key)), AdditionalInfo: 16}
+			sa.AuthenticationAlgorithm = info
 			authKey = a.key
-		case aeadChaCha:
-			id, err := byKeyLen(a, aeadChaCha, "256-bit key and 4-byte salt", map[int]uint32{36: uint32(ndis.EncryptionChaCha20Poly1305)})
-			if err != nil {
-				return oid.SA{}, err
-			}
-			if a.bits != 128 {
-				return oid.SA{}, fmt.Errorf("aead %s: expected an ICV length of 128 bits, got %d", a.name, a.bits)
-			}
-			sa.EncryptionAlgorithm = oid.AlgorithmInfo{Identifier: id, KeyLength: uint32(len(a.key)), AdditionalInfo: 16}
-			encKey = a.key
-		default:
-			return oid.SA{}, fmt.Errorf("aead: expected %s, %s or %s, got %s", aeadGCM, aeadGMAC, aeadChaCha, quote(a.name))
 		}
 	case p.enc != nil || p.auth != nil:
 		if p.enc != nil {
@@ -709,16 +708,11 @@ func (p *saAdd) bundle() (oid.SA, error) {
 			return oid.SA{}, fmt.Errorf("enc %s: needs an integrity algorithm: add auth-trunc hmac(sha256) 0xKEY 128", p.enc.name)
 		}
 		a := p.auth
-		name, ok := authNames[a.name]
-		if !ok {
-			return oid.SA{}, fmt.Errorf("%s: expected hmac(sha1), hmac(sha256), hmac(sha384) or hmac(sha512), got %s", a.word, quote(a.name))
+		as := catalogued(a.name, isHMAC)
+		if len(as) == 0 {
+			return oid.SA{}, fmt.Errorf("%s: expected %s, got %s", a.word, offered(isHMAC), quote(a.name))
 		}
-		var alg oid.Algorithm
-		for _, c := range oid.Catalogue {
-			if c.Name == name {
-				alg = c
-			}
-		}
+		alg := as[0]
 		bits := a.bits
 		if a.word == "auth" {
 			bits = uint64(alg.XfrmAuthBits) // Linux's default for `auth`
@@ -761,44 +755,43 @@ func (p *saAdd) checkLastSeq(sa *oid.SecAssoc) error {
 		"give replay-oseq-hi %d replay-oseq 0 to start at the number after it", last, uint64(hi)+1, uint64(hi)+1)
 }
 
-// byKeyLen picks an identifier by the key's length.
-func byKeyLen(a *algWords, name, what string, ids map[int]uint32) (uint32, error) {
-	if id, ok := ids[len(a.key)]; ok {
-		return id, nil
-	}
-	var lens []string
-	for _, n := range []int{20, 28, 36} {
-		if _, ok := ids[n]; ok {
-			lens = append(lens, strconv.Itoa(n))
+// byKeyLen picks, among the entries a's name stands for, the one its key's
+// length says (AES-GCM-128, -192 and -256 share a name).
+func byKeyLen(a *algWords, as []algo.Algorithm) (algo.Algorithm, error) {
+	for _, alg := range as {
+		if alg.KeyLen == len(a.key) {
+			return alg, nil
 		}
 	}
-	return 0, fmt.Errorf("%s %s key: expected %s bytes (%s), got %d bytes", a.word, name, joinOr(lens), what, len(a.key))
+	var lens, keys []string
+	for _, alg := range as {
+		lens = append(lens, strconv.Itoa(alg.KeyLen))
+		keys = append(keys, strconv.Itoa(alg.KeyLen-alg.SaltLen))
+	}
+	note := ""
+	if salt := as[0].SaltLen; salt > 0 {
+		note = fmt.Sprintf(" (%s-byte key and %d-byte salt)", joinOr(keys), salt)
+	}
+	return algo.Algorithm{}, fmt.Errorf("%s %s key: expected %s bytes%s, got %d bytes", a.word, a.name, joinOr(lens), note, len(a.key))
 }
 
 // encAlgorithm returns the identifier of an `enc` algorithm.
 func encAlgorithm(a *algWords) (uint32, error) {
-	name, ok := encNames[a.name]
-	if !ok {
-		return 0, fmt.Errorf("enc: expected cbc(aes) or ecb(cipher_null), got %s", quote(a.name))
+	as := catalogued(a.name, isEnc)
+	if len(as) == 0 {
+		return 0, fmt.Errorf("enc: expected %s, got %s", offered(isEnc), quote(a.name))
 	}
-	switch name {
-	case "ecb(cipher_null)":
+	if as[0].KeyLen == 0 {
 		if len(a.key) != 0 {
 			return 0, fmt.Errorf("enc %s: takes no key: write ''", a.name)
 		}
-		return uint32(ndis.EncryptionNone), nil
-	case "cbc(aes)":
-		ids := map[int]ndis.EncryptionID{16: ndis.EncryptionAESCBC128, 24: ndis.EncryptionAESCBC192, 32: ndis.EncryptionAESCBC256}
-		if id, ok := ids[len(a.key)]; ok {
-			return uint32(id), nil
-		}
-		return 0, fmt.Errorf("enc %s key: expected 16, 24 or 32 bytes, got %d bytes", a.name, len(a.key))
-	case "cbc(des)":
-		return uint32(ndis.EncryptionDESCBC), nil
+		return uint32(as[0].Encryption), nil
 	}
-	return uint32(ndis.Encryption3DESCBC), nil
+	alg, err := byKeyLen(a, as)
+	return uint32(alg.Encryption), err
 }
 
+// joinOr joins words as "a, b or c".
 func joinOr(s []string) string {
 	switch len(s) {
 	case 0:

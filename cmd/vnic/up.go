@@ -13,12 +13,14 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 
+	"vnic/algo"
 	"vnic/esn"
 	"vnic/event"
 	"vnic/keyhist"
@@ -318,8 +320,11 @@ func (d *daemon) Capabilities() oid.Capabilities {
 }
 
 // capabilities reports what really works: an algorithm, mode or feature
-// is listed only when the data path does it (docs/oid-channel.md).
+// is listed only when the data path does it (docs/oid-channel.md); the
+// algorithms are the catalogue's (algo.Offered).
 func capabilities(capacity, count int, passUnknown bool, gen uint64) oid.Capabilities {
+	algs := algo.Offered()
+	gcm, _ := algo.EncryptionAlgorithm(ndis.EncryptionAESGCM128)
 	return oid.Capabilities{
 		Encapsulation:                0x01, // NDIS_ENCAPSULATION_NULL: a TUN device has no link header
 		IPv6Supported:                true,
@@ -331,15 +336,13 @@ func capabilities(capacity, count int, passUnknown bool, gen uint64) oid.Capabil
 		LsoSupported:                 true,
 		ExtendedSequenceNumbers:      true,
 		UdpEsp:                       ndis.UDPESPTransport | ndis.UDPESPTunnel,
-		AuthenticationAlgorithms: uint32(ndis.AuthenticationSHA1 | ndis.AuthenticationSHA256 |
-			ndis.AuthenticationAESGMAC128 | ndis.AuthenticationAESGMAC192 | ndis.AuthenticationAESGMAC256),
-		EncryptionAlgorithms: uint32(ndis.EncryptionNone | ndis.EncryptionAESGCM128 | ndis.EncryptionAESGCM192 |
-			ndis.EncryptionAESGCM256 | ndis.EncryptionAESCBC128 | ndis.EncryptionAESCBC192 | ndis.EncryptionAESCBC256),
-		SaOffloadCapacity: uint32(capacity),
+		AuthenticationAlgorithms:     algs.Authentication,
+		EncryptionAlgorithms:         algs.Encryption,
+		SaOffloadCapacity:            uint32(capacity),
 		Vnic: oid.Extensions{
-			AuthenticationAlgorithms: uint32(ndis.AuthenticationSHA384 | ndis.AuthenticationSHA512),
-			EncryptionAlgorithms:     uint32(ndis.EncryptionChaCha20Poly1305),
-			AesGcmIcvLengths:         []int{8, 12, 16},
+			AuthenticationAlgorithms: algs.VnicAuthentication,
+			EncryptionAlgorithms:     algs.VnicEncryption,
+			AesGcmIcvLengths:         slices.Sorted(slices.Values(gcm.ICVs)),
 			MinReplayWindow:          esn.MinWindow,
 			MaxReplayWindow:          esn.MaxWindow,
 			TrafficSelectors:         true,
