@@ -54,18 +54,65 @@ func ParseStatus(name string) (Status, bool) {
 	return 0, false
 }
 
-// Error is an error that carries the NDIS status a host should see.
-// Reason is a sentence for a person: what was wrong, and with which element.
+// Error is why an NDIS request, or one element of it, failed: the status
+// a host should see, the element it concerns (see At), a sentence for a
+// person saying what was wrong (Reason, without the element), and the
+// error that caused it, if any (Unwrap). Error assembles the text; the
+// parts stay apart for code.
 type Error struct {
 	Status Status
 	Reason string
+	// Err is the cause, or nil.
+	Err error
+	// elem is the index of the element concerned plus one; 0 when the
+	// error concerns the request as a whole.
+	elem int
 }
 
-func (e *Error) Error() string { return e.Reason }
+// Error returns the reason, after "element I: " when the error concerns
+// element I.
+func (e *Error) Error() string {
+	if i, ok := e.Element(); ok {
+		return fmt.Sprintf("element %d: %s", i, e.Reason)
+	}
+	return e.Reason
+}
 
-// Errorf returns an *Error with the given status and a formatted reason.
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Element returns the 0-based index of the request's element the error
+// concerns, and false when it concerns the request as a whole.
+func (e *Error) Element() (int, bool) { return e.elem - 1, e.elem > 0 }
+
+// At returns a copy of e that concerns element i (replacing the element it
+// concerned, if any: a batch's element i may be a request's element j).
+func (e *Error) At(i int) *Error {
+	c := *e
+	c.elem = i + 1
+	return &c
+}
+
+// Errorf returns an *Error with the given status and a formatted reason,
+// about the request as a whole. As with fmt.Errorf, the operand of a %w
+// verb becomes the cause.
 func Errorf(s Status, format string, args ...any) *Error {
-	return &Error{Status: s, Reason: fmt.Sprintf(format, args...)}
+	err := fmt.Errorf(format, args...)
+	return &Error{Status: s, Reason: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// AsError returns err as an *Error: err itself if it is one; else, when err
+// wraps one, an *Error with that one's status and err's text, caused by
+// err; else one with StatusFailure, caused by err. err must not be nil.
+func AsError(err error) *Error {
+	if e, ok := err.(*Error); ok {
+		return e
+	}
+	var inner *Error
+	if errors.As(err, &inner) {
+		return &Error{Status: inner.Status, Reason: err.Error(), Err: err, elem: inner.elem}
+	}
+	return &Error{Status: StatusFailure, Reason: err.Error(), Err: err}
 }
 
 // StatusOf returns the NDIS status carried by err: StatusSuccess for nil,

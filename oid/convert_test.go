@@ -140,7 +140,7 @@ func TestBundleConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b SA
-			if err := decode([]byte(tt.json), &b, "element 0"); err != nil {
+			if err := decode([]byte(tt.json), &b, 0); err != nil {
 				t.Fatalf("decode: %v", err)
 			}
 			c, err := b.Config()

@@ -34,7 +34,7 @@ type reply struct {
 func (s *Server) handle(line []byte) reply {
 	var env envelope
 	if err := json.Unmarshal(line, &env); err != nil {
-		return s.fail(nil, decodeError(err, ""))
+		return s.fail(nil, decodeError(err, wholeRequest))
 	}
 	id := env.ID
 	if len(id) == 0 {
@@ -110,67 +110,60 @@ func (s *Server) fail(id json.RawMessage, err error) reply {
 	return reply{body: h}
 }
 
-// decode reads a request's parameters into v, refusing unknown fields and
-// trailing data. what names the element in reasons ("element 2"); it is
-// empty for a whole request.
-func decode(data []byte, v any, what string) error {
+// wholeRequest, as decode's element, says that the data is the request.
+const wholeRequest = -1
+
+// decode reads a request's parameters, or its element elem (wholeRequest:
+// the request itself), into v, refusing unknown fields and trailing data.
+// Its errors are *ndis.Error values about that element.
+func decode(data []byte, v any, elem int) error {
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return decodeError(err, what)
+	err := d.Decode(v)
+	if err != nil {
+		err = decodeError(err, elem)
+	} else if rest := bytes.TrimSpace(data[d.InputOffset():]); len(rest) > 0 {
+		err = invalidData("unexpected data after the JSON object at byte %d: send one object per line", d.InputOffset())
 	}
-	if rest := bytes.TrimSpace(data[d.InputOffset():]); len(rest) > 0 {
-		return invalidData("%sunexpected data after the JSON object at byte %d: send one object per line", lead(what), d.InputOffset())
+	if err != nil && elem != wholeRequest {
+		return ndis.AsError(err).At(elem)
 	}
-	return nil
+	return err
 }
 
 // decodeError turns a JSON decoding error into an *ndis.Error that names
 // the field and never quotes the input beyond a field name.
-func decodeError(err error, what string) error {
+func decodeError(err error, elem int) error {
 	var ne *ndis.Error
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
-	p := lead(what)
+	subject := "the request"
+	if elem != wholeRequest {
+		subject = "the bundle"
+	}
 	switch {
 	case errors.As(err, &ne):
-		return ndis.Errorf(ne.Status, "%s%s", p, ne.Reason)
+		return ne
 	case errors.As(err, &syn):
-		return invalidData("%s is not valid JSON (error at byte %d): send one JSON object per line", subject(what), syn.Offset)
+		return invalidData("%s is not valid JSON (error at byte %d): send one JSON object per line", subject, syn.Offset)
 	case errors.As(err, &typ):
 		got, _, _ := strings.Cut(typ.Value, " ")
 		if typ.Field == "" {
-			return invalidData("%s is not a JSON object but a JSON %s: send one JSON object per line", subject(what), got)
+			return invalidData("%s is not a JSON object but a JSON %s: send one JSON object per line", subject, got)
 		}
-		return invalid("%sfield %q: expected %s, got a JSON %s", p, typ.Field, typeWords(typ.Type.String()), got)
+		return invalid("field %q: expected %s, got a JSON %s", typ.Field, typeWords(typ.Type.String()), got)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		f := strings.TrimPrefix(err.Error(), "json: unknown field ")
 		if u, err := strconv.Unquote(f); err == nil {
 			f = u
 		}
-		return invalid("%sunknown field %s (the fields are those of docs/oid-channel.md)", p, quote(f))
+		return invalid("unknown field %s (the fields are those of docs/oid-channel.md)", quote(f))
 	case errors.Is(err, io.EOF):
-		return invalidData("%s is empty: send one JSON object per line", subject(what))
+		return invalidData("%s is empty: send one JSON object per line", subject)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return invalidData("%s ends before its JSON object does: send one whole JSON object per line", subject(what))
+		return invalidData("%s ends before its JSON object does: send one whole JSON object per line", subject)
 	}
-	return invalid("%s%v", p, err)
-}
-
-// lead is what, ready to start a reason.
-func lead(what string) string {
-	if what == "" {
-		return ""
-	}
-	return what + ": "
-}
-
-// subject is what, or "the request".
-func subject(what string) string {
-	if what == "" {
-		return "the request"
-	}
-	return what
+	return invalid("%v", err)
 }
 
 // typeWords says in words what a Go type takes in JSON.
@@ -202,7 +195,7 @@ func typeWords(t string) string {
 
 func (s *Server) capabilities(line []byte) (response, bool, error) {
 	var req struct{ envelope }
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	return &CapabilitiesResponse{Capabilities: s.dev.Capabilities()}, false, nil
@@ -215,7 +208,7 @@ func (s *Server) addSA(line []byte) (response, bool, error) {
 		envelope
 		SAs []json.RawMessage `json:"sas"`
 	}
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	defer func() {
@@ -232,9 +225,9 @@ func (s *Server) addSA(line []byte) (response, bool, error) {
 	bundles := make([]SA, len(req.SAs))
 	errs := make([]error, len(req.SAs))
 	for i, raw := range req.SAs {
-		errs[i] = decode(raw, &bundles[i], "element "+fmt.Sprint(i))
+		errs[i] = decode(raw, &bundles[i], i)
 	}
-	results, status := s.add(bundles, errs)
+	results, _, status := s.add(bundles, errs)
 	resp := &AddSAResponse{Results: results}
 	resp.Status = status.String()
 	if status != ndis.StatusSuccess {
@@ -248,7 +241,7 @@ func (s *Server) addSAEx(line []byte) (response, bool, error) {
 		envelope
 		SA *json.RawMessage `json:"sa"`
 	}
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	if req.SA == nil {
@@ -256,27 +249,29 @@ func (s *Server) addSAEx(line []byte) (response, bool, error) {
 	}
 	defer clear(*req.SA)
 	var b SA
-	err := decode(*req.SA, &b, "element 0")
-	results, status := s.add([]SA{b}, []error{err})
+	err := decode(*req.SA, &b, 0)
+	results, errs, status := s.add([]SA{b}, []error{err})
 	resp := &AddSAExResponse{Handle: results[0].Handle}
 	resp.Status = status.String()
-	if r := results[0].Reason; r != "" {
-		resp.Reason = "sa: " + strings.TrimPrefix(strings.TrimPrefix(r, "element 0: "), "sa: ")
+	if e := errs[0]; e != nil {
+		resp.Reason = "sa: " + e.Reason // the one bundle, named by its field
 	}
 	return resp, false, nil
 }
 
 // add offloads bundles whose decoding succeeded (errs[i] == nil) in one
-// batch, and returns one result per bundle and the request's status: NDIS
-// says success if any element was added, else the first failure's status.
-// It wipes the keys of the bundles.
-func (s *Server) add(bundles []SA, errs []error) ([]AddResult, ndis.Status) {
+// batch, and returns one result per bundle, each failed bundle's error (nil
+// for one added) and the request's status: NDIS says success if any
+// element was added, else the first failure's status. It wipes the keys of
+// the bundles.
+func (s *Server) add(bundles []SA, errs []error) ([]AddResult, []*ndis.Error, ndis.Status) {
 	defer func() {
 		for i := range bundles {
 			bundles[i].KeyData.Wipe()
 		}
 	}()
 	results := make([]AddResult, len(bundles))
+	failed := make([]*ndis.Error, len(bundles))
 	var cfgs []sadb.Config
 	var index []int // index[j] is the bundle of cfgs[j]
 	for i := range bundles {
@@ -288,19 +283,16 @@ func (s *Server) add(bundles []SA, errs []error) ([]AddResult, ndis.Status) {
 				index = append(index, i)
 				continue
 			}
-			err = ndis.Errorf(ndis.StatusOf(err), "element %d: %v", i, err)
 		}
-		results[i] = AddResult{Status: ndis.StatusOf(err).String(), Reason: err.Error()}
+		failed[i] = ndis.AsError(err).At(i)
 	}
 	if len(cfgs) > 0 {
 		res, _ := s.dev.Table().Add(cfgs)
 		for j, r := range res {
 			i := index[j]
 			if r.Err != nil {
-				// The table names element j of its batch; name
-				// element i of the request instead.
-				reason := strings.TrimPrefix(r.Err.Error(), fmt.Sprintf("element %d: ", j))
-				results[i] = AddResult{Status: ndis.StatusOf(r.Err).String(), Reason: fmt.Sprintf("element %d: %s", i, reason)}
+				// The table's element j is the request's element i.
+				failed[i] = ndis.AsError(r.Err).At(i)
 				continue
 			}
 			results[i] = AddResult{Handle: uint64(r.Handle), Status: ndis.StatusSuccess.String()}
@@ -310,21 +302,21 @@ func (s *Server) add(bundles []SA, errs []error) ([]AddResult, ndis.Status) {
 		}
 	}
 	status, added := ndis.StatusSuccess, false
-	for i, r := range results {
-		if r.Handle != 0 {
+	for i, e := range failed {
+		if e == nil {
 			added = true
 			continue
 		}
-		st, _ := ndis.ParseStatus(r.Status)
+		results[i] = AddResult{Status: e.Status.String(), Reason: e.Error()}
 		if status == ndis.StatusSuccess {
-			status = st
+			status = e.Status
 		}
-		s.log.Info("SA refused", "element", i, "status", r.Status, "reason", r.Reason)
+		s.log.Info("SA refused", "element", i, "status", e.Status.String(), "reason", e.Reason)
 	}
 	if added {
-		return results, ndis.StatusSuccess
+		return results, failed, ndis.StatusSuccess
 	}
-	return results, status
+	return results, failed, status
 }
 
 // firstReason returns the reason of the first failed element.
@@ -342,7 +334,7 @@ func (s *Server) deleteSA(line []byte) (response, bool, error) {
 		envelope
 		Handles []uint64 `json:"handles"`
 	}
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	if len(req.Handles) == 0 {
@@ -377,7 +369,7 @@ func (s *Server) deleteSA(line []byte) (response, bool, error) {
 
 func (s *Server) updateSA(line []byte) (response, bool, error) {
 	var req UpdateSARequest
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	switch {
@@ -404,7 +396,7 @@ func (s *Server) updateSA(line []byte) (response, bool, error) {
 
 func (s *Server) querySA(line []byte) (response, bool, error) {
 	var req HandleRequest
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	t := s.dev.Table()
@@ -426,7 +418,7 @@ func (s *Server) querySA(line []byte) (response, bool, error) {
 
 func (s *Server) statistics(line []byte) (response, bool, error) {
 	var req struct{ envelope }
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	return &StatisticsResponse{Stats: s.dev.Stats()}, false, nil
@@ -434,7 +426,7 @@ func (s *Server) statistics(line []byte) (response, bool, error) {
 
 func (s *Server) requestDelete(line []byte) (response, bool, error) {
 	var req HandleRequest
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	if req.Handle == 0 {
@@ -449,7 +441,7 @@ func (s *Server) requestDelete(line []byte) (response, bool, error) {
 
 func (s *Server) subscribeEvents(line []byte) (response, bool, error) {
 	var req struct{ envelope }
-	if err := decode(line, &req, ""); err != nil {
+	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
 	return &Header{}, true, nil

@@ -110,8 +110,8 @@ func wantErr(tb testing.TB, err error, st ndis.Status, subs ...string) {
 		tb.Errorf("status %v, want %v (reason %q)", e.Status, st, e.Reason)
 	}
 	for _, s := range subs {
-		if !strings.Contains(e.Reason, s) {
-			tb.Errorf("reason %q does not contain %q", e.Reason, s)
+		if !strings.Contains(e.Error(), s) {
+			tb.Errorf("error %q does not contain %q", e.Error(), s)
 		}
 	}
 }

@@ -58,7 +58,8 @@ type AddResult struct {
 	// Handle is the new SA's handle, 0 (the NDIS null handle) on failure.
 	Handle Handle
 	// Err is nil on success, else an *ndis.Error whose Status is the NDIS
-	// status for this element and whose Reason names the element.
+	// status for this element and whose Element is its index in the
+	// batch.
 	Err error
 }
 
@@ -179,8 +180,8 @@ func (t *Table) Len() int { return t.snap.Load().n }
 // The batch's status follows NDIS: success if any element was added, else
 // the status of the first element's failure (NDIS_STATUS_INVALID_PARAMETER
 // for an empty batch). A failed element gets the null handle and an
-// *ndis.Error whose reason starts with "element I:", I being its 0-based
-// index in the batch; a full table fails the element with
+// *ndis.Error about it (its Element is the 0-based index in the batch); a
+// full table fails the element with
 // NDIS_STATUS_RESOURCES and does not stop the others. Add copies the
 // configurations, keys and selectors included: the caller may reuse them.
 // The elements added become visible to lookups together, when Add returns.
@@ -198,7 +199,7 @@ func (t *Table) Add(cfgs []Config) ([]AddResult, ndis.Status) {
 	for i := range cfgs {
 		sa, err := t.addOne(x, &cfgs[i], now)
 		if err != nil {
-			e := elementError(i, err)
+			e := ndis.AsError(err).At(i)
 			res[i].Err = e
 			if status == ndis.StatusSuccess {
 				status = e.Status
@@ -213,12 +214,6 @@ func (t *Table) Add(cfgs []Config) ([]AddResult, ndis.Status) {
 	}
 	t.commit(x)
 	return res, ndis.StatusSuccess
-}
-
-// elementError returns err as an *ndis.Error that names element i, keeping
-// the status err carries (NDIS_STATUS_FAILURE if it carries none).
-func elementError(i int, err error) *ndis.Error {
-	return ndis.Errorf(ndis.StatusOf(err), "element %d: %v", i, err)
 }
 
 func invalid(format string, args ...any) error {

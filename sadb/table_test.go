@@ -31,6 +31,9 @@ func TestAddPartialSuccess(t *testing.T) {
 		t.Errorf("element 1 (duplicate): handle %d, want 0", res[1].Handle)
 	}
 	wantErr(t, res[1].Err, ndis.StatusInvalidParameter, "element 1:", "SPI 1000", "10.0.0.1", "already exists")
+	if i, ok := res[1].Err.(*ndis.Error).Element(); !ok || i != 1 {
+		t.Errorf("element 1's error is about element %d (%v)", i, ok)
+	}
 	if res[2].Handle != 0 {
 		t.Errorf("element 2 (AH): handle %d, want 0", res[2].Handle)
 	}

@@ -80,7 +80,7 @@ func TestUDPPort(t *testing.T) {
 					t.Errorf("handle %d, want 0", r.Handle)
 				}
 				wantErr(t, r.Err, ndis.StatusInvalidParameter)
-				if got, want := r.Err.(*ndis.Error).Reason, "element 1: "+tc.reason; got != want {
+				if got, want := r.Err.Error(), "element 1: "+tc.reason; got != want {
 					t.Errorf("reason\n %q\nwant\n %q", got, want)
 				}
 				if tab.Len() != 1 {
