@@ -445,15 +445,7 @@ func TestKernelTCP(t *testing.T) {
 				if dir == "kernel -> vnic" {
 					args = append(args, "-R")
 				}
-				var out string
-				var err error
-				for range 20 { // until the server listens
-					if out, err = tryCmd("ip", args...); err == nil || !strings.Contains(out, "Connection refused") {
-						break
-					}
-					time.Sleep(200 * time.Millisecond)
-				}
-				if err != nil || !strings.Contains(out, "receiver") {
+				if out, err := iperfClient(args...); err != nil || !strings.Contains(out, "receiver") {
 					t.Errorf("%s: iperf3: %v\n%s", dir, err, out)
 				}
 			}

@@ -188,20 +188,25 @@ func (tp *topology) tcpTransfer(t *testing.T, dst string, src ...string) {
 	srv := fmt.Sprint(5201)
 	server := startBackground(t, "ip", "netns", "exec", tp.b.ns, "iperf3", "-s", "-1", "-p", srv)
 	defer server.wait(t, 15*time.Second)
-	var out string
-	var err error
-	for range 20 { // until the server listens
-		args := []string{"netns", "exec", tp.a.ns, "timeout", "10", "iperf3", "-c", dst, "-p", srv, "-n", "2M"}
-		for _, s := range src {
-			args = append(args, "-B", s)
-		}
-		out, err = tryCmd("ip", args...)
-		if err == nil || !strings.Contains(out, "Connection refused") {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	args := []string{"netns", "exec", tp.a.ns, "timeout", "10", "iperf3", "-c", dst, "-p", srv, "-n", "2M"}
+	for _, s := range src {
+		args = append(args, "-B", s)
 	}
-	if err != nil || !strings.Contains(out, "receiver") {
+	if out, err := iperfClient(args...); err != nil || !strings.Contains(out, "receiver") {
 		t.Fatalf("iperf3 to %s: %v\n%s", dst, err, out)
 	}
+}
+
+// iperfClient runs `ip args...` (an iperf3 client in a namespace) until
+// its server listens, 4 s at most, and returns its output and error.
+func iperfClient(args ...string) (string, error) {
+	var out string
+	var err error
+	for range 20 {
+		if out, err = tryCmd("ip", args...); err == nil || !strings.Contains(out, "Connection refused") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return out, err
 }
