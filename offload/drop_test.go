@@ -284,7 +284,7 @@ func TestECN(t *testing.T) {
 // dropped, both ways.
 func TestDeletedSA(t *testing.T) {
 	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128(), Direction: sadb.Outbound}
-	tab := sadb.New(2)
+	tab := sadb.New(sadb.TableConfig{Capacity: 2})
 	res, _ := tab.Add([]sadb.Config{cfg})
 	sa := tab.Get(res[0].Handle)
 	tab.Delete([]sadb.Handle{res[0].Handle})

@@ -11,6 +11,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"vnic/event"
+	"vnic/grace"
 	"vnic/ipfrag"
 	"vnic/ndis"
 	"vnic/sadb"
@@ -62,10 +63,6 @@ type Engine struct {
 	bus   *event.Bus
 	log   *slog.Logger
 	opts  Options
-
-	// inflight is held for reading while a batch of packets is processed;
-	// sadb's Delete takes it for writing (Quiesce) before it wipes keys.
-	inflight sync.RWMutex
 
 	drops  [sadb.NumReasons]atomic.Uint64
 	crypto [ndis.CryptoInvalidProtocol + 1]atomic.Uint64
@@ -133,12 +130,6 @@ func NewEngine(table *sadb.Table, bus *event.Bus, log *slog.Logger, opts Options
 	e := &Engine{table: table, bus: bus, log: log, opts: opts, errSeen: map[errKey]*errState{},
 		keepalives: map[sadb.Handle]*keepalive{},
 		work:       make(chan cryptoRange, 4*opts.CryptoWorkers)}
-	table.Quiesce = func() {
-		// Taking the write lock waits for every batch in flight; nothing
-		// needs doing while it is held.
-		e.inflight.Lock()
-		e.inflight.Unlock() //lint:ignore SA2001 the lock is the grace period
-	}
 	return e
 }
 
@@ -177,6 +168,10 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	// are reassembled first: ESP protects whole datagrams there (RFC
 	// 4303 §3.3.4).
 	b.reasm = ipfrag.NewReassembler(ipfrag.Config{Headroom: Headroom, Tailroom: Tailroom})
+	// Each batch is a grace section: an SA deleted meanwhile keeps its
+	// keys until the batch is sent.
+	reader := e.table.NewReader()
+	defer reader.Close()
 	for {
 		count, err := dev.Read(bufs, sizes, Headroom)
 		if err != nil {
@@ -192,7 +187,7 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			e.counts[cntReadErrors].Add(1)
 		}
 		b.jobs, b.bufs, b.sizes, out = b.jobs[:0], b.bufs[:0], b.sizes[:0], out[:0]
-		e.inflight.RLock()
+		reader.Enter()
 		if b.reasm.Len() > 0 {
 			b.now = time.Now()
 			if _, n := b.reasm.Expire(b.now); n > 0 {
@@ -227,7 +222,7 @@ func (e *Engine) RunOutbound(ctx context.Context, dev TUN, wire Wire) error {
 				e.logSendErrors(b, failed[:len(out)], err)
 			}
 		}
-		e.inflight.RUnlock()
+		reader.Exit()
 		for _, d := range b.whole {
 			b.reasm.Release(d)
 		}
@@ -360,7 +355,7 @@ type Receiver struct {
 	pkts   []inPacket
 	out    [][]byte
 	done   sync.WaitGroup
-	locked bool
+	reader *grace.Reader // a batch, from its first Add to Flush, is a section
 }
 
 // inPacket is a received packet between Add and Flush.
@@ -375,15 +370,18 @@ type inPacket struct {
 
 // NewReceiver returns a Receiver that writes to dev.
 func (e *Engine) NewReceiver(dev TUN) *Receiver {
-	return &Receiver{e: e, dev: dev}
+	return &Receiver{e: e, dev: dev, reader: e.table.NewReader()}
 }
+
+// Close unregisters the Receiver from the SA table's grace periods; it
+// must not be used after.
+func (r *Receiver) Close() { r.reader.Close() }
 
 // Add checks one underlay packet, buf[start:end], up to its cryptography
 // and queues it for Flush. buf must stay untouched until Flush.
 func (r *Receiver) Add(buf []byte, start, end int) {
-	if !r.locked {
-		r.e.inflight.RLock()
-		r.locked = true
+	if !r.reader.InSection() {
+		r.reader.Enter()
 	}
 	e := r.e
 	h, kind, err := Parse(buf, start, end)
@@ -481,9 +479,8 @@ func (r *Receiver) Flush() {
 	clear(r.out)
 	clear(r.pkts)
 	r.out, r.pkts = r.out[:0], r.pkts[:0]
-	if r.locked {
-		e.inflight.RUnlock()
-		r.locked = false
+	if r.reader.InSection() {
+		r.reader.Exit()
 	}
 }
 

@@ -67,8 +67,11 @@ type peer struct {
 	tun    *tuntest.ChannelTUN
 }
 
-func newPeer() *peer {
-	p := &peer{table: sadb.New(16), bus: &event.Bus{}, tun: tuntest.NewChannelTUN()}
+func newPeer() *peer { return newPeerTable(sadb.TableConfig{Capacity: 16}) }
+
+// newPeerTable is newPeer with a table built with cfg.
+func newPeerTable(cfg sadb.TableConfig) *peer {
+	p := &peer{table: sadb.New(cfg), bus: &event.Bus{}, tun: tuntest.NewChannelTUN()}
 	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoEventInterval: time.Hour})
 	return p
 }
@@ -259,8 +262,7 @@ func TestEngineCryptoErrorBurstReported(t *testing.T) {
 func TestEngineDeleteRequestKeepsSA(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, b := newPeer(), newPeer()
-	a.table.WarnAt = 2
+	a, b := newPeerTable(sadb.TableConfig{Capacity: 16, WarnAt: 2}), newPeer()
 	sub := a.bus.Subscribe()
 	defer sub.Close()
 	// A's inbound SA (from B) paired with A's outbound SA.
@@ -339,29 +341,7 @@ func TestEngineDeleteWhileTrafficFlows(t *testing.T) {
 	defer cancel()
 	a, b := newPeer(), newPeer()
 	_, hout, hin := link(t, ctx, a, b, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})
-	var received atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-b.tun.Inbound:
-				received.Add(1)
-			case <-stop:
-				return
-			}
-		}
-	}()
-	go func() {
-		for {
-			select {
-			case a.tun.Outbound <- tuntest.Ping(in4b, in4a):
-			case <-stop:
-				return
-			}
-		}
-	}()
+	received, stop := stream(a, b)
 	time.Sleep(50 * time.Millisecond)
 	in, out := b.table.Get(hin), a.table.Get(hout)
 	b.table.Delete([]sadb.Handle{hin})
@@ -372,8 +352,7 @@ func TestEngineDeleteWhileTrafficFlows(t *testing.T) {
 	a.table.Delete([]sadb.Handle{hout})
 	outAfter := out.Counters.Packets.Load()
 	time.Sleep(50 * time.Millisecond)
-	close(stop)
-	<-done
+	stop()
 	if n := in.Counters.Packets.Load() - inAfter; n != 0 {
 		t.Fatalf("%d packets decrypted with the inbound SA after it was deleted", n)
 	}
@@ -383,6 +362,37 @@ func TestEngineDeleteWhileTrafficFlows(t *testing.T) {
 	if inAfter == 0 || received.Load() == 0 {
 		t.Fatal("no traffic flowed before the delete: the test proves nothing")
 	}
+}
+
+// stream sends pings from a's device to b's as fast as they go, counting
+// those b's device receives, until stop is called.
+func stream(a, b *peer) (received *atomic.Int64, stop func()) {
+	received = new(atomic.Int64)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-b.tun.Inbound:
+				received.Add(1)
+			case <-done:
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case a.tun.Outbound <- tuntest.Ping(in4b, in4a):
+			case <-done:
+				return
+			}
+		}
+	}()
+	return received, func() { close(done); wg.Wait() }
 }
 
 // waitFor waits up to 5 s for cond.
@@ -427,7 +437,7 @@ func (w *oddWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
 func TestEngineCountsPartialSend(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e := NewEngine(sadb.New(4), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 4}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	h := mustAdd(t, e.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x600, Algo: gcm128(),
 		Direction: sadb.Outbound, Encap: sadb.Encap{UDP: true}})[0]
 	dev, w := newBatchTUN(), &oddWire{}

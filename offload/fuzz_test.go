@@ -117,7 +117,7 @@ func fuzzInbound(t testing.TB, cfg sadb.Config) *sadb.SA {
 	if cfg.InitialSeq > 0 {
 		cfg.InitialSeq--
 	}
-	tab := sadb.New(1)
+	tab := sadb.New(sadb.TableConfig{Capacity: 1})
 	res, st := tab.Add([]sadb.Config{cfg})
 	if st != ndis.StatusSuccess {
 		t.Fatalf("add inbound: %v", res[0].Err)

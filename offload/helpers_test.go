@@ -14,7 +14,7 @@ import (
 // another, as two peers would hold them.
 func pair(t testing.TB, cfg sadb.Config) (out, in *sadb.SA) {
 	t.Helper()
-	txTable, rxTable := sadb.New(4), sadb.New(4)
+	txTable, rxTable := sadb.New(sadb.TableConfig{Capacity: 4}), sadb.New(sadb.TableConfig{Capacity: 4})
 	outCfg := cfg
 	outCfg.Direction, outCfg.ReplayWindow = sadb.Outbound, 0
 	res, st := txTable.Add([]sadb.Config{outCfg})

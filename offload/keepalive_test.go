@@ -35,7 +35,7 @@ func TestNATKeepalives(t *testing.T) {
 		src, dst netip.Addr
 	}{{"v4", v4a, v4b}, {"v6", v6a, v6b}} {
 		t.Run(fam.name, func(t *testing.T) {
-			e := NewEngine(sadb.New(8), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+			e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 8}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 			udp := sadb.Encap{UDP: true, DstPort: 31000, KeepaliveInterval: 5 * time.Second}
 			out := sadb.Config{Mode: sadb.Tunnel, Src: fam.src, Dst: fam.dst, SPI: 0x700, Algo: gcm128(), Direction: sadb.Outbound, Encap: udp}
 			plainUDP := out

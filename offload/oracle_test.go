@@ -372,7 +372,7 @@ func newOracleRun(idx int, a oracleAlg, tp topo, udp, esnOn bool) *oracleRun {
 func oracleHigh(rng *rand.Rand) uint32 { return 1 + rng.Uint32N(0xfffffffd) }
 
 func oracleAdd(cfg sadb.Config) (*sadb.SA, error) {
-	tb := sadb.New(4)
+	tb := sadb.New(sadb.TableConfig{Capacity: 4})
 	res, st := tb.Add([]sadb.Config{cfg})
 	if st != ndis.StatusSuccess {
 		dir := "outbound"

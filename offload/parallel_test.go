@@ -70,7 +70,7 @@ type wireRecord struct {
 
 // parallelPeer is an engine with crypto workers running.
 func parallelPeer(ctx context.Context, workers int) *peer {
-	p := &peer{table: sadb.New(16), bus: &event.Bus{}}
+	p := &peer{table: sadb.New(sadb.TableConfig{Capacity: 16}), bus: &event.Bus{}}
 	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Options{CryptoEventInterval: time.Hour, CryptoWorkers: workers})
 	go p.engine.RunCrypto(ctx)
@@ -291,7 +291,7 @@ func TestParallelExhaustion(t *testing.T) {
 // but not running still finishes every batch (it runs the ranges it handed
 // over itself), so a stopping engine never hangs.
 func TestCryptAllWithoutWorkers(t *testing.T) {
-	e := NewEngine(sadb.New(1), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoWorkers: 3})
+	e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoWorkers: 3})
 	b := &countBatch{n: make([]int, 100)}
 	var wg sync.WaitGroup
 	e.cryptAll(b, len(b.n), &wg)
@@ -387,7 +387,7 @@ func TestEngineBatchNoAllocs(t *testing.T) {
 // SPI reaches the device with valid checksums (the underlay rebuilds its
 // headers without them), so that the kernel takes it.
 func TestPassUpFixesChecksums(t *testing.T) {
-	e := NewEngine(sadb.New(1), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{PassUnknownSPI: true})
+	e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{PassUnknownSPI: true})
 	dev := newBatchTUN()
 	rx := e.NewReceiver(dev)
 	for _, tc := range []struct{ src, dst netip.Addr }{{v4a, v4b}, {v6a, v6b}} {

@@ -21,7 +21,7 @@ const fuzzCapacity = 4
 // fuzzCapacity, and the buffer its log goes to: each fuzz input gets its
 // own, so that it means the same whatever ran before it.
 func fuzzServer() (*Server, *fakeDev, *bytes.Buffer) {
-	dev := newFakeDev(fuzzCapacity)
+	dev := newFakeDev(sadb.TableConfig{Capacity: fuzzCapacity, DefaultReplayWindow: 64})
 	var log bytes.Buffer
 	return NewServer(dev, slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))), dev, &log
 }

@@ -26,10 +26,8 @@ type fakeDev struct {
 	bus   event.Bus
 }
 
-func newFakeDev(capacity int) *fakeDev {
-	t := sadb.New(capacity)
-	t.DefaultReplayWindow = 64
-	return &fakeDev{table: t}
+func newFakeDev(cfg sadb.TableConfig) *fakeDev {
+	return &fakeDev{table: sadb.New(cfg)}
 }
 
 func (f *fakeDev) Table() *sadb.Table { return f.table }
@@ -77,7 +75,14 @@ func socketDir(t testing.TB) string {
 
 func startServer(t testing.TB, capacity int, tweak ...func(*Server)) *testServer {
 	t.Helper()
-	ts := &testServer{dev: newFakeDev(capacity), log: &testutil.LockedBuffer{}}
+	return startServerTable(t, sadb.TableConfig{Capacity: capacity, DefaultReplayWindow: 64}, tweak...)
+}
+
+// startServerTable is startServer with a device whose table is built
+// with cfg.
+func startServerTable(t testing.TB, cfg sadb.TableConfig, tweak ...func(*Server)) *testServer {
+	t.Helper()
+	ts := &testServer{dev: newFakeDev(cfg), log: &testutil.LockedBuffer{}}
 	ts.path = filepath.Join(socketDir(t), "vnic0.sock")
 	ln, err := Listen(ts.path)
 	if err != nil {

@@ -14,8 +14,7 @@ import (
 // the device really uses, the table's UDPPort (vnic up -udp-port), when the
 // SA gives none; an SA that names another local port is refused.
 func TestQuerySAReportsUDPPort(t *testing.T) {
-	ts := startServer(t, 16)
-	ts.dev.table.UDPPort = 4501 // before the first Add, as vnic up does
+	ts := startServerTable(t, sadb.TableConfig{Capacity: 16, DefaultReplayWindow: 64, UDPPort: 4501})
 	c := ts.client(t)
 	ctx := context.Background()
 

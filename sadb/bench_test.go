@@ -24,7 +24,7 @@ func buildBench(b *testing.B, n int, mk func(i int) Config) *Table {
 		b.Skip("1M-SA setup skipped in -short mode")
 	}
 	withFakeCipher(b)
-	tab := New(n)
+	tab := New(TableConfig{Capacity: n})
 	const batch = 10000
 	cfgs := make([]Config, 0, batch)
 	for i := 0; i < n; i += batch {
@@ -115,7 +115,7 @@ func BenchmarkAddDelete1M(b *testing.B) {
 	tab := buildBench(b, 1000000, func(i int) Config {
 		return outCfg(uint32(256+i), "192.0.2.1", Selector{Dst: netip.PrefixFrom(benchDst(i), 32)})
 	})
-	tab.capacity++
+	tab.cfg.Capacity++
 	c := inCfg(1<<31, "192.0.2.1")
 	b.ReportAllocs()
 	b.ResetTimer()

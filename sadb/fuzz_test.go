@@ -65,7 +65,7 @@ func FuzzTable(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		withFakeCipher(t)
 		r := &fuzzReader{data}
-		tab := New(int(r.u8() % 16))
+		tab := New(TableConfig{Capacity: int(r.u8() % 16)})
 		for len(r.b) > 0 {
 			switch r.u8() % 6 {
 			case 0:

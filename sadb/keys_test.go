@@ -23,8 +23,7 @@ func TestOutboundKeyNeverReused(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { h.Close() })
-		tab := New(3)
-		tab.Keys = h
+		tab := New(TableConfig{Capacity: 3, Keys: h})
 		return tab
 	}
 	tab := open()
@@ -73,8 +72,7 @@ func (failingKeys) Use(_, _ []byte) error { return errors.New("key history: disk
 // TestKeyHistoryFailure: a key that cannot be recorded is not used (a
 // restart would not know it): the add fails with NDIS_STATUS_FAILURE.
 func TestKeyHistoryFailure(t *testing.T) {
-	tab := New(4)
-	tab.Keys = failingKeys{}
+	tab := New(TableConfig{Capacity: 4, Keys: failingKeys{}})
 	res, st := tab.Add([]Config{outCfg(0x100+1, "10.0.0.1"), inCfg(0x100+2, "10.0.0.1")})
 	if st != ndis.StatusSuccess || res[1].Err != nil {
 		t.Fatalf("inbound SA: %v %v", st, res[1].Err)

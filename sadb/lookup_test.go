@@ -7,7 +7,7 @@ import (
 )
 
 func TestLookupInbound(t *testing.T) {
-	tab := New(100)
+	tab := New(TableConfig{Capacity: 100})
 	hs := mustAdd(t, tab,
 		inCfg(1000, "10.0.0.1"),    // 0 exact
 		inCfg(1000, ""),            // 1 wildcard
@@ -95,7 +95,7 @@ func TestLookupOutbound(t *testing.T) {
 		{"v6 two selectors", outCfg(1013, "2001:db8:ffff::1", sel("", "2001:db8:2::/48", 0, 0, 0), sel("", "2001:db8:3::/64", 0, 0, 0))},
 		{"transport", transport},
 	}
-	tab := New(100)
+	tab := New(TableConfig{Capacity: 100})
 	var cfgs []Config
 	for _, s := range sas {
 		cfgs = append(cfgs, s.cfg)
@@ -177,7 +177,7 @@ func TestLookupOutbound(t *testing.T) {
 }
 
 func TestLookupOutboundSkipsInbound(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	mustAdd(t, tab, inCfg(1000, "10.0.0.1"))
 	if got := tab.LookupOutbound(flow("10.0.0.2", "10.0.0.1", 6, 1, 2)); got != nil {
 		t.Errorf("inbound SA %d chosen for an outbound flow", got.Handle)
@@ -282,7 +282,7 @@ func TestLookupOutboundRandom(t *testing.T) {
 			SrcPort: uint16(r.IntN(3)), DstPort: uint16(r.IntN(3))}
 	}
 
-	tab := New(1 << 20)
+	tab := New(TableConfig{Capacity: 1 << 20})
 	spi := uint32(1000)
 	var live []Handle
 	for round := 0; round < 60; round++ {
@@ -357,7 +357,7 @@ func TestSelectorMatch(t *testing.T) {
 }
 
 func TestZonedFlow(t *testing.T) {
-	tab := New(4)
+	tab := New(TableConfig{Capacity: 4})
 	h := mustAdd(t, tab, outCfg(1000, "2001:db8::9", Selector{Dst: pfx("fe80::/64")}))[0]
 	f := flow("fe80::2%eth0", "fe80::1%eth0", 6, 1, 2)
 	if got := tab.LookupOutbound(f); got == nil || got.Handle != h || !got.Match(f) {
@@ -366,7 +366,7 @@ func TestZonedFlow(t *testing.T) {
 }
 
 func TestLookupsDoNotAllocate(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	mustAdd(t, tab, inCfg(1000, "10.0.0.1"), outCfg(1000, "10.0.0.1", Selector{Dst: pfx("10.1.0.0/16")}),
 		outCfg(1001, "10.0.0.1", Selector{Dst: pfx("10.1.2.3/32"), Proto: 6}))
 	f := flow("10.0.0.2", "10.1.2.3", 6, 1, 2)
@@ -389,7 +389,7 @@ func TestLookupsDoNotAllocate(t *testing.T) {
 // cannot send while an equal one can, and never on a less specific SA
 // because the most specific ones cannot send.
 func TestLookupOutboundRekey(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	dst := Selector{Dst: pfx("10.1.0.0/16")}
 	old := outCfg(2000, "192.0.2.1", dst)
 	old.InitialSeq = 1<<32 - 1 // one number left

@@ -21,7 +21,7 @@ func TestConcurrentReadersWriters(t *testing.T) {
 		maxH     = 1 << 16
 		duration = 300 * time.Millisecond
 	)
-	tab := New(1 << 20)
+	tab := New(TableConfig{Capacity: 1 << 20})
 	var (
 		epoch     atomic.Uint64       // bumped after each Delete returns
 		deletedAt [maxH]atomic.Uint64 // epoch at which a handle's Delete had returned

@@ -24,9 +24,10 @@ package sadb
 // published, and lookups skip dead SAs, so once Delete returns no lookup
 // returns it, whichever snapshot it loaded. A packet that looked the SA up
 // earlier can still hold it: the engine must check Alive() before using the
-// SA and drop the packet if it is false. Delete then calls Quiesce, with
-// which the engine waits for its in-flight batches to drain (an RCU grace
-// period), and only then wipes the keys.
+// SA and drop the packet if it is false. Delete then waits for the packet
+// loops that were in a batch (each a grace.Reader from NewReader) to finish
+// it (an RCU grace period), and only then wipes the keys. The loops never
+// wait for Delete.
 
 import (
 	"bytes"
@@ -40,11 +41,12 @@ import (
 
 	"vnic/algo"
 	"vnic/esn"
+	"vnic/grace"
 	"vnic/keyhist"
 	"vnic/ndis"
 )
 
-// DefaultWarnAt is the default Table.WarnAt: how many sequence numbers
+// DefaultWarnAt is the default TableConfig.WarnAt: how many sequence numbers
 // before the last usable one an outbound SA asks to be replaced
 // (SaDeleteReq). 2^20 numbers last about a second at a million packets per
 // second, time for an IKE daemon to rekey.
@@ -63,19 +65,21 @@ type AddResult struct {
 	Err error
 }
 
-// Table is the SA database of one device; create it with New. Its methods
-// are safe for concurrent use; the lookups, Get, List, Len and Paired take
-// no lock.
-type Table struct {
+// TableConfig is what a Table is built with; New takes it once and the
+// table never changes it.
+type TableConfig struct {
+	// Capacity is SaOffloadCapacity: how many SAs the table holds at
+	// most (below 0 counts as 0).
+	Capacity int
+
 	// WarnAt is how many sequence numbers before the last usable one an
 	// outbound SA starts asking to be replaced (see esn.NewOutbound), and
 	// an inbound SA's received numbers say its peer nears its end (see
-	// SA.PeerNearExhaustion). New sets it to DefaultWarnAt; change it only
-	// before the first Add.
+	// SA.PeerNearExhaustion). 0 means DefaultWarnAt.
 	WarnAt uint64
 
 	// DefaultReplayWindow is the window of an inbound SA whose Config
-	// gives none (ReplayWindow 0). Set it before the first Add.
+	// gives none (ReplayWindow 0).
 	DefaultReplayWindow int
 
 	// UDPPort is the device's local ESP-in-UDP port (vnic up -udp-port);
@@ -83,25 +87,28 @@ type Table struct {
 	// to it: every ESP-in-UDP packet leaves from this port and only
 	// packets sent to it arrive. An ESP-in-UDP SA's local port (an
 	// outbound SA's Encap.SrcPort, an inbound SA's Encap.DstPort)
-	// defaults to it, and Add refuses an SA that gives another one. Set
-	// it before the first Add.
+	// defaults to it, and Add refuses an SA that gives another one.
 	UDPPort uint16
 
 	// Keys, when set, is asked before an outbound SA is added: Use
 	// records the SA's keys, or refuses keys an outbound SA used before
-	// (keyhist.History; nonces would repeat). Set it before the first Add.
+	// (keyhist.History; nonces would repeat).
 	Keys interface {
 		Use(encKey, authKey []byte) error
 	}
+}
 
-	// Quiesce, when set, is called by Delete after the deleted SAs became
-	// unreachable and before their keys are wiped: the engine sets it to
-	// wait until no packet in flight still holds them (a grace period, as
-	// in RCU). Set it before the first Delete.
-	Quiesce func()
+// Table is the SA database of one device; create it with New. Its methods
+// are safe for concurrent use; the lookups, Get, List, Len and Paired take
+// no lock.
+type Table struct {
+	cfg TableConfig
 
-	capacity int
-	snap     atomic.Pointer[snapshot]
+	// readers are the packet loops: Delete waits out their sections
+	// before it wipes keys.
+	readers grace.Domain
+
+	snap atomic.Pointer[snapshot]
 
 	mu   sync.Mutex     // serialises writers; guards the fields below
 	last Handle         // the last handle issued
@@ -139,14 +146,13 @@ type txn struct {
 	pending     map[*SA]bool // twins that this write pairs
 }
 
-// New returns an empty table that holds at most capacity SAs
-// (SaOffloadCapacity); a capacity below 0 counts as 0.
-func New(capacity int) *Table {
-	t := &Table{
-		WarnAt:   DefaultWarnAt,
-		capacity: max(capacity, 0),
-		keys:     make(map[dupKey]*SA),
+// New returns an empty table built with cfg.
+func New(cfg TableConfig) *Table {
+	cfg.Capacity = max(cfg.Capacity, 0)
+	if cfg.WarnAt == 0 {
+		cfg.WarnAt = DefaultWarnAt
 	}
+	t := &Table{cfg: cfg, keys: make(map[dupKey]*SA)}
 	t.snap.Store(new(snapshot))
 	return t
 }
@@ -170,8 +176,17 @@ func (t *Table) commit(x *txn) {
 	}
 }
 
+// NewReader registers a packet loop that looks SAs up: an SA it finds
+// between the reader's Enter and Exit keeps its keys until that Exit, even
+// if it is deleted meanwhile. Close the reader when the loop ends.
+func (t *Table) NewReader() *grace.Reader { return t.readers.NewReader() }
+
+// Config returns the configuration the table was built with (WarnAt
+// filled in).
+func (t *Table) Config() TableConfig { return t.cfg }
+
 // Capacity returns SaOffloadCapacity.
-func (t *Table) Capacity() int { return t.capacity }
+func (t *Table) Capacity() int { return t.cfg.Capacity }
 
 // Len returns the number of SAs held.
 func (t *Table) Len() int { return t.snap.Load().n }
@@ -223,7 +238,7 @@ func invalid(format string, args ...any) error {
 // addOne validates c and adds it to x; errors carry their NDIS status and
 // do not name the element yet.
 func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
-	c, err := checkConfig(in, t.DefaultReplayWindow, t.UDPPort)
+	c, err := checkConfig(in, t.cfg.DefaultReplayWindow, t.cfg.UDPPort)
 	if err != nil {
 		return nil, err
 	}
@@ -252,14 +267,14 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 		if low == 0 {
 			low = 1
 		}
-		sa.Out = esn.NewOutbound(c.Algo.ESN, uint64(c.SeqHigh)<<32|low, t.WarnAt)
+		sa.Out = esn.NewOutbound(c.Algo.ESN, uint64(c.SeqHigh)<<32|low, t.cfg.WarnAt)
 	} else {
 		w, err := esn.NewWindow(c.ReplayWindow, c.Algo.ESN, uint64(c.SeqHigh)<<32|c.InitialSeq)
 		if err != nil {
 			return nil, invalid("%v", err)
 		}
 		sa.In = w
-		sa.peerWarnFrom = max(esn.WarnFrom(c.Algo.ESN, t.WarnAt), 1) // 0 would mean none
+		sa.peerWarnFrom = max(esn.WarnFrom(c.Algo.ESN, t.cfg.WarnAt), 1) // 0 would mean none
 	}
 
 	sa.Config.Algo.EncryptionKey = bytes.Clone(c.Algo.EncryptionKey)
@@ -274,13 +289,13 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 	}
 	sa.Cipher = ciph
 
-	if x.s.n >= t.capacity {
+	if x.s.n >= t.cfg.Capacity {
 		ciph.Wipe()
 		wipeKeys(sa)
-		return nil, ndis.Errorf(ndis.StatusResources, "device full: SaOffloadCapacity %d reached", t.capacity)
+		return nil, ndis.Errorf(ndis.StatusResources, "device full: SaOffloadCapacity %d reached", t.cfg.Capacity)
 	}
-	if c.Direction == Outbound && t.Keys != nil {
-		if err := t.Keys.Use(sa.Config.Algo.EncryptionKey, sa.Config.Algo.AuthenticationKey); err != nil {
+	if c.Direction == Outbound && t.cfg.Keys != nil {
+		if err := t.cfg.Keys.Use(sa.Config.Algo.EncryptionKey, sa.Config.Algo.AuthenticationKey); err != nil {
 			ciph.Wipe()
 			wipeKeys(sa)
 			st := ndis.StatusFailure
@@ -364,8 +379,8 @@ func (t *Table) Delete(handles []Handle) []error {
 	}
 	t.mu.Unlock()
 	// Unreachable and dead now: wait out packets in flight, then wipe.
-	if t.Quiesce != nil && len(gone) > 0 {
-		t.Quiesce()
+	if len(gone) > 0 {
+		t.readers.Wait()
 	}
 	for _, sa := range gone {
 		if sa.Cipher != nil {

@@ -13,7 +13,7 @@ import (
 )
 
 func TestAddPartialSuccess(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	good := outCfg(1000, "10.0.0.1")
 	ah := outCfg(1001, "10.0.0.1")
 	ah.Proto = ndis.OperationAH
@@ -58,7 +58,7 @@ func TestAddBatchStatus(t *testing.T) {
 		{"one good is enough", []Config{low, ah, outCfg(300, "10.0.0.1")}, ndis.StatusSuccess},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tab := New(10)
+			tab := New(TableConfig{Capacity: 10})
 			res, st := tab.Add(tc.cfgs)
 			if st != tc.want {
 				t.Errorf("status %v, want %v", st, tc.want)
@@ -134,7 +134,7 @@ func TestAddValidation(t *testing.T) {
 		}), nots, "legacy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tab := New(4)
+			tab := New(TableConfig{Capacity: 4})
 			res, st := tab.Add([]Config{outCfg(2000, "192.0.2.9"), tc.cfg})
 			if st != ndis.StatusSuccess {
 				t.Fatalf("batch status %v: the first element is valid", st)
@@ -158,7 +158,7 @@ func TestAddValidation(t *testing.T) {
 }
 
 func TestAddDefaultsAndCopies(t *testing.T) {
-	tab := New(4)
+	tab := New(TableConfig{Capacity: 4})
 	c := outCfg(1000, "10.0.0.1", Selector{Dst: pfx("10.9.0.0/16")})
 	c.Proto = 0
 	c.Encap = Encap{UDP: true, SrcPort: 0, DstPort: 0}
@@ -200,7 +200,7 @@ func TestImpliedSelectors(t *testing.T) {
 		{"transport any src", Transport, "", "198.51.100.1", []Selector{{Dst: pfx("198.51.100.1/32")}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tab := New(4)
+			tab := New(TableConfig{Capacity: 4})
 			c := outCfg(1000, tc.dst)
 			c.Mode, c.Src = tc.mode, addr(tc.src)
 			sa := tab.Get(mustAdd(t, tab, c)[0])
@@ -215,7 +215,7 @@ func TestImpliedSelectors(t *testing.T) {
 }
 
 func TestCapacity(t *testing.T) {
-	tab := New(2)
+	tab := New(TableConfig{Capacity: 2})
 	res, st := tab.Add([]Config{outCfg(1000, "10.0.0.1"), outCfg(1001, "10.0.0.1"), outCfg(1002, "10.0.0.1")})
 	if st != ndis.StatusSuccess {
 		t.Fatalf("status %v, want success", st)
@@ -248,13 +248,13 @@ func TestCapacity(t *testing.T) {
 		t.Errorf("after delete: status %v, handles %d %d; want success, one handle", st, res3[0].Handle, res3[1].Handle)
 	}
 
-	if _, st := New(0).Add([]Config{outCfg(1000, "10.0.0.1")}); st != ndis.StatusResources {
+	if _, st := New(TableConfig{Capacity: 0}).Add([]Config{outCfg(1000, "10.0.0.1")}); st != ndis.StatusResources {
 		t.Errorf("capacity 0: status %v, want RESOURCES", st)
 	}
 }
 
 func TestHandlesNeverReused(t *testing.T) {
-	tab := New(100)
+	tab := New(TableConfig{Capacity: 100})
 	var all []Handle
 	for round := 0; round < 5; round++ {
 		hs := mustAdd(t, tab, outCfg(1000, "10.0.0.1"), inCfg(1000, "10.0.0.1"), outCfg(1001, "10.0.0.1"))
@@ -280,7 +280,7 @@ func TestHandlesNeverReused(t *testing.T) {
 }
 
 func TestDeleteMixed(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	hs := mustAdd(t, tab, outCfg(1000, "10.0.0.1"), outCfg(1001, "10.0.0.1"))
 	errs := tab.Delete([]Handle{hs[0], 77, hs[0], hs[1]})
 	if errs[0] != nil || errs[3] != nil {
@@ -297,7 +297,7 @@ func TestDeleteMixed(t *testing.T) {
 }
 
 func TestDuplicates(t *testing.T) {
-	tab := New(100)
+	tab := New(TableConfig{Capacity: 100})
 	first := mustAdd(t, tab, outCfg(1000, "10.0.0.1"), inCfg(1000, "10.0.0.1"), inCfg(1000, ""))
 	for _, tc := range []struct {
 		name string
@@ -329,7 +329,7 @@ func TestDuplicates(t *testing.T) {
 }
 
 func TestDeleteWipes(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	c := outCfg(1000, "10.0.0.1")
 	c.Algo = algo.Spec{
 		Encryption: ndis.EncryptionAESCBC128, EncryptionKey: bytes.Repeat([]byte{7}, 16),
@@ -368,7 +368,7 @@ func TestDeleteWipes(t *testing.T) {
 }
 
 func TestRealCipherAESGCM128(t *testing.T) {
-	tab := New(2)
+	tab := New(TableConfig{Capacity: 2})
 	c := outCfg(1000, "10.0.0.1")
 	c.Algo = algo.Spec{Encryption: ndis.EncryptionAESGCM128, EncryptionKey: bytes.Repeat([]byte{1}, 16+4)}
 	sa := tab.Get(mustAdd(t, tab, c)[0])
@@ -385,7 +385,7 @@ func TestCapacityFullWipesUnusedCipher(t *testing.T) {
 		made = append(made, c.(*fakeCipher))
 		return c, err
 	}
-	tab := New(1)
+	tab := New(TableConfig{Capacity: 1})
 	res, _ := tab.Add([]Config{outCfg(1000, "10.0.0.1"), outCfg(1001, "10.0.0.1")})
 	if res[1].Handle != 0 || len(made) != 2 {
 		t.Fatalf("handle %d, %d ciphers made", res[1].Handle, len(made))
@@ -396,7 +396,7 @@ func TestCapacityFullWipesUnusedCipher(t *testing.T) {
 }
 
 func TestPairing(t *testing.T) {
-	tab := New(20)
+	tab := New(TableConfig{Capacity: 20})
 	o := mustAdd(t, tab, outCfg(1000, "10.0.0.1"))[0]
 	c := inCfg(2000, "10.0.0.2")
 	c.Pair = o
@@ -467,7 +467,7 @@ func TestPairing(t *testing.T) {
 }
 
 func TestUpdateESN(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	oc := outCfg(1000, "10.0.0.1")
 	oc.Algo.ESN = true
 	oc.SeqHigh = 2
@@ -517,8 +517,7 @@ func TestUpdateESN(t *testing.T) {
 }
 
 func TestOutboundFirstSeq(t *testing.T) {
-	tab := New(10)
-	tab.WarnAt = 3
+	tab := New(TableConfig{Capacity: 10, WarnAt: 3})
 	a := outCfg(1000, "10.0.0.1")
 	b := outCfg(1001, "10.0.0.1")
 	b.InitialSeq = 1<<32 - 4
@@ -534,7 +533,7 @@ func TestOutboundFirstSeq(t *testing.T) {
 }
 
 func TestInboundWindowStart(t *testing.T) {
-	tab := New(10)
+	tab := New(TableConfig{Capacity: 10})
 	a := inCfg(1000, "10.0.0.1")
 	b := inCfg(1001, "10.0.0.1")
 	b.Algo.ESN, b.SeqHigh, b.InitialSeq = true, 3, 0xfffffffd
@@ -548,7 +547,7 @@ func TestInboundWindowStart(t *testing.T) {
 }
 
 func TestListOrder(t *testing.T) {
-	tab := New(1000)
+	tab := New(TableConfig{Capacity: 1000})
 	var cfgs []Config
 	for i := 0; i < 600; i++ {
 		cfgs = append(cfgs, outCfg(uint32(1000+i), "10.0.0.1"))
@@ -582,8 +581,7 @@ func TestListOrder(t *testing.T) {
 // TestDefaultReplayWindow: an inbound SA without a window gets the table's
 // default, ReplayOff turns protection off.
 func TestDefaultReplayWindow(t *testing.T) {
-	tab := New(4)
-	tab.DefaultReplayWindow = 128
+	tab := New(TableConfig{Capacity: 4, DefaultReplayWindow: 128})
 	c1 := inCfg(0x1001, "192.0.2.1")
 	c1.ReplayWindow = 0
 	c2 := inCfg(0x1002, "192.0.2.1")

@@ -67,8 +67,7 @@ func TestUDPPort(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tab := New(4)
-			tab.UDPPort = tc.tablePort
+			tab := New(TableConfig{Capacity: 4, UDPPort: tc.tablePort})
 			// A valid first element: a refusal fails its element only.
 			res, st := tab.Add([]Config{outCfg(2000, "192.0.2.9"), tc.cfg})
 			if st != ndis.StatusSuccess {
@@ -109,8 +108,7 @@ func TestUDPPort(t *testing.T) {
 // TestUDPPortLeavesCallerConfig: filling in the local port changes the
 // stored copy, not the caller's Config.
 func TestUDPPortLeavesCallerConfig(t *testing.T) {
-	tab := New(4)
-	tab.UDPPort = 4501
+	tab := New(TableConfig{Capacity: 4, UDPPort: 4501})
 	c := outCfg(1000, "192.0.2.2")
 	c.Encap = Encap{UDP: true}
 	h := mustAdd(t, tab, c)[0]
@@ -146,7 +144,7 @@ func TestKeepaliveInterval(t *testing.T) {
 		{"negative", udp(outCfg(1000, "10.0.0.1"), -time.Second), "give whole seconds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tab := New(4)
+			tab := New(TableConfig{Capacity: 4})
 			res, _ := tab.Add([]Config{tc.cfg})
 			if tc.err == "" {
 				if res[0].Err != nil {

@@ -57,8 +57,7 @@ func startTestDaemon(t *testing.T) (*testDevice, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &testDevice{table: sadb.New(8)}
-	d.table.DefaultReplayWindow = 64
+	d := &testDevice{table: sadb.New(sadb.TableConfig{Capacity: 8, DefaultReplayWindow: 64})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

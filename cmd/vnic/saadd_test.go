@@ -118,8 +118,7 @@ func TestParseSAAddGood(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the daemon would refuse it: %v", err)
 			}
-			tab := sadb.New(4)
-			tab.DefaultReplayWindow = 64
+			tab := sadb.New(sadb.TableConfig{Capacity: 4, DefaultReplayWindow: 64})
 			if res, st := tab.Add([]sadb.Config{c}); st != ndis.StatusSuccess {
 				t.Errorf("sadb refuses it: %v", res[0].Err)
 			}

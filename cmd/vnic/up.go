@@ -211,8 +211,7 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	defer keys.Close()
 
-	d := &daemon{cfg: cfg, table: newTable(cfg), bus: &event.Bus{}, wire: ul, gen: newGeneration()}
-	d.table.Keys = keys
+	d := &daemon{cfg: cfg, table: newTable(cfg, keys), bus: &event.Bus{}, wire: ul, gen: newGeneration()}
 	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{
 		PassUnknownSPI: cfg.passUnknown, CryptoWorkers: cfg.workers})
 
@@ -255,14 +254,18 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	return nil
 }
 
-// newTable returns the daemon's empty SA table, set up from the flags.
-func newTable(cfg *upConfig) *sadb.Table {
-	t := sadb.New(cfg.capacity)
-	t.DefaultReplayWindow = cfg.replayWindow
-	// The one ESP-in-UDP socket's port: SAs with another local port
-	// would not be sent from, or receive on, the port they show.
-	t.UDPPort = uint16(cfg.udpPort)
-	return t
+// newTable returns the daemon's empty SA table, set up from the flags,
+// that records outbound keys in keys (nil: none).
+func newTable(cfg *upConfig, keys *keyhist.History) *sadb.Table {
+	tc := sadb.TableConfig{Capacity: cfg.capacity, DefaultReplayWindow: cfg.replayWindow,
+		// The one ESP-in-UDP socket's port: SAs with another local
+		// port would not be sent from, or receive on, the port they
+		// show.
+		UDPPort: uint16(cfg.udpPort)}
+	if keys != nil {
+		tc.Keys = keys
+	}
+	return sadb.New(tc)
 }
 
 // receive returns the underlay's delivery function: each reader gets its

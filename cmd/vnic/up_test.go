@@ -58,10 +58,11 @@ func TestNewTable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tab := newTable(c)
-		if tab.UDPPort != tc.port || tab.DefaultReplayWindow != c.replayWindow || tab.Capacity() != c.capacity {
+		tab := newTable(c, nil)
+		tc2 := tab.Config()
+		if tc2.UDPPort != tc.port || tc2.DefaultReplayWindow != c.replayWindow || tab.Capacity() != c.capacity {
 			t.Errorf("%v: UDPPort %d, DefaultReplayWindow %d, Capacity %d; want %d, %d, %d", tc.args,
-				tab.UDPPort, tab.DefaultReplayWindow, tab.Capacity(), tc.port, c.replayWindow, c.capacity)
+				tc2.UDPPort, tc2.DefaultReplayWindow, tab.Capacity(), tc.port, c.replayWindow, c.capacity)
 		}
 	}
 }
