@@ -1,11 +1,9 @@
 package offload
 
 import (
-	"encoding/binary"
-	"net/netip"
 	"testing"
 
-	"vnic/algo"
+	"vnic/internal/packettest"
 	"vnic/ndis"
 	"vnic/sadb"
 )
@@ -38,61 +36,18 @@ func pair(t testing.TB, cfg sadb.Config) (out, in *sadb.SA) {
 	return txTable.Get(res[0].Handle), rxTable.Get(res2[0].Handle)
 }
 
-func gcm128() algo.Spec {
-	k := make([]byte, 20)
-	for i := range k {
-		k[i] = byte(i + 1)
-	}
-	return algo.Spec{Encryption: ndis.EncryptionAESGCM128, EncryptionKey: k}
-}
-
+// The shared addresses and packets (internal/packettest).
 var (
-	v4a, v4b = netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	v6a, v6b = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
-	in4a     = netip.MustParseAddr("10.1.0.1")
-	in4b     = netip.MustParseAddr("10.2.0.1")
-	in6a     = netip.MustParseAddr("fd00:1::1")
-	in6b     = netip.MustParseAddr("fd00:2::1")
+	gcm128    = packettest.GCM128
+	allSpecs  = packettest.Specs
+	udpPacket = packettest.UDPPacket
+
+	v4a, v4b = packettest.V4A, packettest.V4B
+	v6a, v6b = packettest.V6A, packettest.V6B
+	in4a     = packettest.In4A
+	in4b     = packettest.In4B
+	in6a     = packettest.In6A
+	in6b     = packettest.In6B
 )
 
-// udpPacket builds an IPv4 or IPv6 UDP packet with n payload bytes and a
-// valid checksum at buf[off:], and returns its end.
-func udpPacket(buf []byte, off int, src, dst netip.Addr, sport, dport uint16, n int) int {
-	p := buf[off:]
-	var l4 int
-	if src.Is4() {
-		l4 = 20
-		total := l4 + 8 + n
-		p[0], p[1] = 0x45, 0
-		binary.BigEndian.PutUint16(p[2:], uint16(total))
-		binary.BigEndian.PutUint16(p[4:], 0x1234)
-		binary.BigEndian.PutUint16(p[6:], 0x4000)
-		p[8], p[9] = 64, protoUDP
-		s, d := src.As4(), dst.As4()
-		copy(p[12:], s[:])
-		copy(p[16:], d[:])
-		ipv4(p).setChecksum()
-	} else {
-		l4 = 40
-		binary.BigEndian.PutUint32(p[0:], 6<<28)
-		binary.BigEndian.PutUint16(p[4:], uint16(8+n))
-		p[6], p[7] = protoUDP, 64
-		s, d := src.As16(), dst.As16()
-		copy(p[8:], s[:])
-		copy(p[24:], d[:])
-	}
-	u := p[l4:]
-	binary.BigEndian.PutUint16(u[0:], sport)
-	binary.BigEndian.PutUint16(u[2:], dport)
-	binary.BigEndian.PutUint16(u[4:], uint16(8+n))
-	binary.BigEndian.PutUint16(u[6:], 0)
-	for i := range n {
-		u[8+i] = byte(i*13 + 7)
-	}
-	binary.BigEndian.PutUint16(u[6:], l4Checksum(p, protoUDP, u[:8+n]))
-	return off + l4 + 8 + n
-}
-
 func newBuf() []byte { return make([]byte, 2048) }
-
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

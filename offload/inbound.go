@@ -121,21 +121,21 @@ func Parse(buf []byte, start, end int) (Header, Kind, error) {
 // integrity check and decryption, replay window update, trailer checks,
 // then the selector check on the inner packet (RFC 4301 §5.2).
 func Decapsulate(sa *sadb.SA, h *Header, buf []byte, start int) (Span, Event, error) {
-	seq, err := decapBegin(sa, h, buf)
+	seq, err := DecapBegin(sa, h, buf)
 	if err == nil {
-		err = decapOpen(sa, h, buf, seq)
+		err = DecapOpen(sa, h, buf, seq)
 	}
 	if err != nil {
 		return Span{}, 0, err
 	}
-	return decapEnd(sa, h, buf, start, seq)
+	return DecapEnd(sa, h, buf, start, seq)
 }
 
-// decapBegin makes the checks that come before the cryptography: the SA
+// DecapBegin makes the checks that come before the cryptography: the SA
 // is alive and matches the packet's encapsulation, the packet is long
 // enough, and its sequence number passes the replay pre-check. It returns
 // the packet's full (extended) sequence number.
-func decapBegin(sa *sadb.SA, h *Header, buf []byte) (uint64, error) {
+func DecapBegin(sa *sadb.SA, h *Header, buf []byte) (uint64, error) {
 	if !sa.Alive() {
 		if sa.HardExpired.Load() {
 			return 0, ErrInExpired
@@ -157,9 +157,10 @@ func decapBegin(sa *sadb.SA, h *Header, buf []byte) (uint64, error) {
 	return seq, nil
 }
 
-// decapOpen verifies and decrypts the packet in place: the part of the
-// work that the engine's crypto workers can do in parallel.
-func decapOpen(sa *sadb.SA, h *Header, buf []byte, seq uint64) error {
+// DecapOpen verifies and decrypts the packet in place, after DecapBegin:
+// the part of the work that the device's crypto workers can do in
+// parallel.
+func DecapOpen(sa *sadb.SA, h *Header, buf []byte, seq uint64) error {
 	if err := sa.Cipher.Open(buf[:h.End], h.ESP, seq); err != nil {
 		if errors.Is(err, algo.ErrLength) {
 			return ErrBadLength
@@ -172,10 +173,10 @@ func decapOpen(sa *sadb.SA, h *Header, buf []byte, seq uint64) error {
 	return nil
 }
 
-// decapEnd finishes a packet that decapOpen authenticated, in the order
+// DecapEnd finishes a packet that DecapOpen authenticated, in the order
 // packets arrived: the replay window update, the trailer checks, and the
 // selector check on the inner packet.
-func decapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, Event, error) {
+func DecapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, Event, error) {
 	cfg := &sa.Config
 	esp, end := h.ESP, h.End
 	ivLen, icvLen := sa.Cipher.IVLen(), sa.Cipher.ICVLen()
@@ -233,6 +234,20 @@ func decapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, 
 		return Span{}, ev, ErrSelector
 	}
 	return out, ev, nil
+}
+
+// FixOuterChecksums makes the checksums of an underlay packet passed up to the
+// device valid: the underlay rebuilds the outer headers of ESP-in-UDP
+// without them (the kernel checked them on receipt), and the kernel would
+// drop such a packet.
+func FixOuterChecksums(pkt []byte, h *Header) {
+	if pkt[0]>>4 == 4 {
+		ipv4(pkt).setChecksum()
+		return
+	}
+	if h.UDP {
+		setUDP6Checksum(ipv6(pkt), pkt[h.ipHdr:])
+	}
 }
 
 // innerLen checks the tunnelled IP header at the start of p against the

@@ -7,31 +7,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"vnic/algo"
 	"vnic/internal/testutil"
-	"vnic/ndis"
 	"vnic/sadb"
 )
-
-func allSpecs() map[string]algo.Spec {
-	k := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(3*i + n)
-		}
-		return b
-	}
-	return map[string]algo.Spec{
-		"gcm128":        {Encryption: ndis.EncryptionAESGCM128, EncryptionKey: k(20)},
-		"gcm192-icv12":  {Encryption: ndis.EncryptionAESGCM192, EncryptionKey: k(28), ICVLen: 12},
-		"gcm256-icv8":   {Encryption: ndis.EncryptionAESGCM256, EncryptionKey: k(36), ICVLen: 8},
-		"gmac128":       {Encryption: ndis.EncryptionNone, Authentication: ndis.AuthenticationAESGMAC128, AuthenticationKey: k(20)},
-		"chacha":        {Encryption: ndis.EncryptionChaCha20Poly1305, EncryptionKey: k(36)},
-		"cbc128-sha1":   {Encryption: ndis.EncryptionAESCBC128, EncryptionKey: k(16), Authentication: ndis.AuthenticationSHA1, AuthenticationKey: k(20)},
-		"cbc256-sha512": {Encryption: ndis.EncryptionAESCBC256, EncryptionKey: k(32), Authentication: ndis.AuthenticationSHA512, AuthenticationKey: k(64)},
-		"null-sha256":   {Encryption: ndis.EncryptionNone, Authentication: ndis.AuthenticationSHA256, AuthenticationKey: k(32)},
-	}
-}
 
 type topo struct {
 	name           string

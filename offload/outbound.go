@@ -15,27 +15,31 @@ import (
 // source is written as the unspecified address, for the underlay to fill
 // in); in transport mode the packet keeps its own IP header.
 func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
-	p, ev, err := encapBegin(sa, buf, start, end)
+	p, ev, err := EncapBegin(sa, buf, start, end)
 	if err != nil {
 		return Span{}, ev, err
 	}
-	p.seal(buf)
+	p.Seal(buf)
 	return p.Span, ev, nil
 }
 
-// sealJob is an outbound packet between encapBegin, which numbered it and
-// wrote its headers, and seal, which encrypts it: the part of the work
-// that the engine's crypto workers can do in parallel.
-type sealJob struct {
+// EncapJob is an outbound packet between EncapBegin, which numbered it and
+// wrote its headers, and Seal, which encrypts it: the part of the work
+// that the device's crypto workers can do in parallel. Span is where the
+// outer packet lies.
+type EncapJob struct {
 	Span
 	sa  *sadb.SA
 	esp int    // offset of the ESP header
 	seq uint64 // the packet's full (extended) sequence number
 }
 
-// seal encrypts and authenticates the packet in place and completes the
+// SA returns the outbound SA the packet is protected with.
+func (p *EncapJob) SA() *sadb.SA { return p.sa }
+
+// Seal encrypts and authenticates the packet in place and completes the
 // one header field that covers the ciphertext: the IPv6 UDP checksum.
-func (p *sealJob) seal(buf []byte) {
+func (p *EncapJob) Seal(buf []byte) {
 	buf = buf[:p.End]
 	p.sa.Cipher.Seal(buf, p.esp, p.seq)
 	if p.sa.Config.Encap.UDP && p.sa.Config.Dst.Is6() {
@@ -43,24 +47,24 @@ func (p *sealJob) seal(buf []byte) {
 	}
 }
 
-// encapBegin does everything Encapsulate does except the cryptography: it
+// EncapBegin does everything Encapsulate does except the cryptography: it
 // checks the packet, takes the next sequence number, and writes the ESP
 // header and trailer and the outer headers. Sequence numbers are taken in
-// the order packets arrive here; seal may then run on any core.
-func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error) {
+// the order packets arrive here; Seal may then run on any core.
+func EncapBegin(sa *sadb.SA, buf []byte, start, end int) (EncapJob, Event, error) {
 	if !sa.Alive() {
 		if sa.HardExpired.Load() {
-			return sealJob{}, 0, ErrOutExpired
+			return EncapJob{}, 0, ErrOutExpired
 		}
-		return sealJob{}, 0, ErrOutDead
+		return EncapJob{}, 0, ErrOutDead
 	}
 	if start < 0 || end > len(buf) || end-start < ipv4MinHeader {
-		return sealJob{}, 0, ErrBadPlaintext
+		return EncapJob{}, 0, ErrBadPlaintext
 	}
 	pkt := buf[start:end]
 	version := pkt[0] >> 4
 	if version != 4 && version != 6 || version == 6 && len(pkt) < ipv6Header {
-		return sealJob{}, 0, ErrBadPlaintext
+		return EncapJob{}, 0, ErrBadPlaintext
 	}
 	c := sa.Cipher
 	cfg := &sa.Config
@@ -81,12 +85,12 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 		}
 	} else {
 		if (version == 6) != outer6 {
-			return sealJob{}, 0, ErrFamilyMismatch
+			return EncapJob{}, 0, ErrFamilyMismatch
 		}
 		var ok bool
 		hdrLen, nextOff, next, ok = transportHeader(pkt)
 		if !ok {
-			return sealJob{}, 0, ErrBadPlaintext
+			return EncapJob{}, 0, ErrBadPlaintext
 		}
 	}
 	payload := end - (start + hdrLen)
@@ -106,7 +110,7 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 		head += outerHdr
 	}
 	if start < head || cap(buf)-end < tail+tagSlack {
-		return sealJob{}, 0, ErrNoRoomOut
+		return EncapJob{}, 0, ErrNoRoomOut
 	}
 	// The outer length field must hold the result (the IPv6 payload
 	// length does not count the fixed header).
@@ -115,12 +119,12 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 		maxLen += ipv6Header
 	}
 	if head+end-start+tail > maxLen {
-		return sealJob{}, 0, ErrTooBig
+		return EncapJob{}, 0, ErrTooBig
 	}
 
 	seq, warn, err := sa.Out.Next()
 	if err != nil {
-		return sealJob{}, 0, ErrSeqExhausted
+		return EncapJob{}, 0, ErrSeqExhausted
 	}
 	var ev Event
 	if warn {
@@ -182,7 +186,7 @@ func encapBegin(sa *sadb.SA, buf []byte, start, end int) (sealJob, Event, error)
 		putUDPHeader(buf[esp-udpHeader:newEnd], cfg)
 	}
 	ev |= account(sa, payload)
-	return sealJob{Span{newStart, newEnd}, sa, esp, seq}, ev, nil
+	return EncapJob{Span{newStart, newEnd}, sa, esp, seq}, ev, nil
 }
 
 // putOuterHeader writes the tunnel-mode outer IPv4 or IPv6 header (the

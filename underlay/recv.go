@@ -1,15 +1,10 @@
 package underlay
 
 import (
-	"context"
 	"encoding/binary"
-	"errors"
-	"log/slog"
+	"fmt"
 	"net"
 	"net/netip"
-	"sync"
-	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"golang.org/x/net/ipv4"
@@ -28,13 +23,16 @@ type Packet struct {
 	Start, End int
 }
 
-// Deliver receives each batch read from one socket. The buffers belong to
-// the callee only for the duration of the call.
+// Deliver receives the packets of one read. The buffers belong to the
+// callee only for the duration of the call.
 type Deliver func(pkts []Packet)
 
-// NewDeliver makes the Deliver of one socket's reader: Run calls it once per
-// socket, so a Deliver is only ever called from one goroutine.
-type NewDeliver func() Deliver
+// ReceiveFunc reads one batch from one socket (recvmmsg) and hands its
+// packets to deliver, in more than one call when UDP GRO joined more
+// datagrams than fit in one; it returns the read's error, net.ErrClosed
+// once the Conn is closed. A ReceiveFunc must not be called from two
+// goroutines at once.
+type ReceiveFunc func(deliver Deliver) error
 
 // reader is one socket's receive state: its buffers, messages and the
 // function that turns a message into a whole packet.
@@ -73,9 +71,9 @@ func newReader(name string, batch func([]ipv4.Message) (int, error), fix func([]
 	return r
 }
 
-// Run reads every socket until ctx ends or the sockets close, from one
-// goroutine per socket, each handing its batches to its own Deliver.
-func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver) {
+// Receivers returns a ReceiveFunc for each open socket: the device runs
+// each in a loop of its own.
+func (c *Conn) Receivers() []ReceiveFunc {
 	var rs []*reader
 	if c.raw4 != nil {
 		p := ipv4.NewPacketConn(c.raw4)
@@ -96,88 +94,54 @@ func (c *Conn) Run(ctx context.Context, log *slog.Logger, newDeliver NewDeliver)
 		rs = append(rs, c.groReader(newReader("udp6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
 			func(b []byte, m *ipv4.Message, a *ancillary, n int) (int, bool) { return c.fix6(b, m, a, n, true) }, true)))
 	}
-	var wg sync.WaitGroup
-	for _, r := range rs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.loop(ctx, log, newDeliver(), &c.readErrors)
-		}()
+	fs := make([]ReceiveFunc, len(rs))
+	for i, r := range rs {
+		fs[i] = r.receive
 	}
-	go func() {
-		<-ctx.Done()
-		c.Close()
-	}()
-	wg.Wait()
+	return fs
 }
 
-// Read errors: the first is retried at once, each one after waits twice
-// as long as the one before, up to maxReadBackoff, until a read succeeds.
-const (
-	minReadBackoff = time.Millisecond
-	maxReadBackoff = time.Second
-)
-
-// loop reads r's socket until ctx ends or the socket closes, handing each
-// batch to deliver. A failed read is counted in readErrors and logged at
-// debug; a socket that keeps failing is retried less and less often
-// rather than in a busy loop.
-func (r *reader) loop(ctx context.Context, log *slog.Logger, deliver Deliver, readErrors *atomic.Uint64) {
-	var backoff time.Duration
-	for {
-		n, err := r.batch(r.msgs)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			readErrors.Add(1)
-			log.Debug("underlay read", "socket", r.name, "err", err, "retry_in", backoff)
-			if backoff > 0 {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(backoff):
-				}
-			}
-			backoff = min(max(2*backoff, minReadBackoff), maxReadBackoff)
-			continue
-		}
-		backoff = 0
-		r.pkts = r.pkts[:0]
-		seg := 0
-		for i := range n {
-			m := &r.msgs[i]
-			anc := parseAncillary(m.OOB[:m.NN]) // once for all of a GRO read's datagrams
-			size := m.N
-			if g := anc.gro; r.segs != nil && g > 0 && g < m.N && g <= segSize {
-				size = g
-			}
-			if more := (m.N - 1) / size; seg+more > len(r.segs) && len(r.pkts) > 0 {
-				// Not enough segment buffers left: hand over what is
-				// ready first. (A message is split only after that, so
-				// no buffer is reused while its data waits.)
-				deliver(r.pkts)
-				r.pkts, seg = r.pkts[:0], 0
-			}
-			if start, ok := r.fix(r.bufs[i], m, &anc, size); ok {
-				r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: Headroom + size})
-				// The datagrams GRO joined behind the first: each to a
-				// buffer of its own, with room for its headers.
-				for off := size; off < m.N && seg < len(r.segs); off += size {
-					b := r.segs[seg]
-					seg++
-					k := copy(b[Headroom:Headroom+size], r.bufs[i][Headroom+off:Headroom+m.N])
-					if start, ok := r.fix(b, m, &anc, k); ok {
-						r.pkts = append(r.pkts, Packet{Buf: b, Start: start, End: Headroom + k})
-					}
-				}
-			}
-			m.OOB = m.OOB[:cap(m.OOB)]
-		}
-		if len(r.pkts) > 0 {
-			deliver(r.pkts)
-		}
+// receive reads one batch from r's socket and hands it to deliver.
+func (r *reader) receive(deliver Deliver) error {
+	n, err := r.batch(r.msgs)
+	if err != nil {
+		return fmt.Errorf("underlay %s: %w", r.name, err)
 	}
+	r.pkts = r.pkts[:0]
+	seg := 0
+	for i := range n {
+		m := &r.msgs[i]
+		anc := parseAncillary(m.OOB[:m.NN]) // once for all of a GRO read's datagrams
+		size := m.N
+		if g := anc.gro; r.segs != nil && g > 0 && g < m.N && g <= segSize {
+			size = g
+		}
+		if more := (m.N - 1) / size; seg+more > len(r.segs) && len(r.pkts) > 0 {
+			// Not enough segment buffers left: hand over what is
+			// ready first. (A message is split only after that, so
+			// no buffer is reused while its data waits.)
+			deliver(r.pkts)
+			r.pkts, seg = r.pkts[:0], 0
+		}
+		if start, ok := r.fix(r.bufs[i], m, &anc, size); ok {
+			r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: Headroom + size})
+			// The datagrams GRO joined behind the first: each to a
+			// buffer of its own, with room for its headers.
+			for off := size; off < m.N && seg < len(r.segs); off += size {
+				b := r.segs[seg]
+				seg++
+				k := copy(b[Headroom:Headroom+size], r.bufs[i][Headroom+off:Headroom+m.N])
+				if start, ok := r.fix(b, m, &anc, k); ok {
+					r.pkts = append(r.pkts, Packet{Buf: b, Start: start, End: Headroom + k})
+				}
+			}
+		}
+		m.OOB = m.OOB[:cap(m.OOB)]
+	}
+	if len(r.pkts) > 0 {
+		deliver(r.pkts)
+	}
+	return nil
 }
 
 // groReader turns UDP GRO on for r's socket when the kernel allows it, so

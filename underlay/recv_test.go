@@ -3,15 +3,11 @@ package underlay
 import (
 	"context"
 	"encoding/binary"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,17 +129,19 @@ func TestUDPHeaderRebuilt(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				c.Run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), func() Deliver {
-					return func(pkts []Packet) {
-						p := pkts[0]
-						select {
-						case got <- append([]byte(nil), p.Buf[p.Start:p.End]...):
-						default:
-						}
+				deliver := func(pkts []Packet) {
+					p := pkts[0]
+					select {
+					case got <- append([]byte(nil), p.Buf[p.Start:p.End]...):
+					default:
 					}
-				})
+				}
+				for _, recv := range c.Receivers() {
+					for recv(deliver) == nil && ctx.Err() == nil {
+					}
+				}
 			}()
-			defer func() { cancel(); <-done }()
+			defer func() { cancel(); c.Close(); <-done }()
 
 			rc, _ := peer.SyscallConn()
 			const tos, ttl = 0xb8 | 0x03, 33 // DSCP EF, ECN CE
@@ -206,55 +204,5 @@ func TestUDPHeaderRebuilt(t *testing.T) {
 				t.Errorf("rebuilt UDP %x, want ports %d -> %d and payload %x", udp, sport, c.port, payload)
 			}
 		})
-	}
-}
-
-// TestReadErrorsBackOff: a socket whose reads keep failing is counted and
-// retried less and less often, not in a busy loop, and a read that
-// succeeds again is delivered.
-func TestReadErrorsBackOff(t *testing.T) {
-	var calls atomic.Int64
-	var fail, closed atomic.Bool
-	fail.Store(true)
-	r := newReader("test", func(m []ipv4.Message) (int, error) {
-		calls.Add(1)
-		if closed.Load() {
-			return 0, net.ErrClosed // as Run makes it when ctx ends
-		}
-		if fail.Load() {
-			return 0, unix.ENOBUFS
-		}
-		time.Sleep(time.Millisecond)
-		m[0].N = 20
-		return 1, nil
-	}, func([]byte, *ipv4.Message, *ancillary, int) (int, bool) { return Headroom, true }, false)
-	var errs atomic.Uint64
-	var delivered atomic.Int64
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.loop(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), func(p []Packet) { delivered.Add(int64(len(p))) }, &errs)
-	}()
-	time.Sleep(300 * time.Millisecond)
-	n := calls.Load()
-	// Pauses of 1, 2, 4 ... 256 ms fill 300 ms after about ten reads; a
-	// busy loop makes hundreds of thousands.
-	if n < 3 || n > 20 {
-		t.Errorf("%d reads in 300 ms of failures, want a few (backing off)", n)
-	}
-	if e := errs.Load(); e != uint64(n) {
-		t.Errorf("%d read errors counted, %d reads failed", e, n)
-	}
-	fail.Store(false)
-	deadline := time.Now().Add(3 * time.Second)
-	for delivered.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	closed.Store(true)
-	cancel()
-	<-done
-	if delivered.Load() == 0 {
-		t.Error("reads that succeed again deliver nothing")
 	}
 }

@@ -73,8 +73,6 @@ type Conn struct {
 	mtu atomic.Int64
 	// fragID numbers the IPv6 packets the underlay fragments.
 	fragID atomic.Uint32
-	// readErrors counts the reads that failed on any socket.
-	readErrors atomic.Uint64
 	// batch[k] sends a batch on the socket of kind k (sendmmsg); made
 	// once in Open.
 	batch [numKinds]func([]ipv4.Message, int) (int, error)
@@ -168,10 +166,6 @@ func (c *Conn) readMTU() int {
 	c.mtu.Store(mtu)
 	return int(mtu)
 }
-
-// ReadErrors returns how many reads from the sockets failed (each failure
-// of a socket that keeps failing is retried after a growing pause).
-func (c *Conn) ReadErrors() uint64 { return c.readErrors.Load() }
 
 // Device returns the name of the interface the sockets are bound to.
 func (c *Conn) Device() string { return c.cfg.Device }

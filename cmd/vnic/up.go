@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,18 +11,14 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 
-	"vnic/algo"
+	"vnic/device"
 	"vnic/esn"
-	"vnic/event"
 	"vnic/keyhist"
-	"vnic/ndis"
 	"vnic/offload"
 	"vnic/oid"
 	"vnic/sadb"
@@ -161,16 +155,8 @@ func runUp(args []string) error {
 	return serve(ctx, cfg, log)
 }
 
-// daemon is the running device: what the OID channel controls.
-type daemon struct {
-	cfg    *upConfig
-	table  *sadb.Table
-	bus    *event.Bus
-	engine *offload.Engine
-	wire   *underlay.Conn
-	gen    uint64
-}
-
+// serve runs the daemon: the OID channel's socket, the underlay, vnic0 and
+// the key history, handed to a device.Device that it runs until ctx ends.
 func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	// The socket first: a second daemon for the same device stops here,
 	// before it touches any interface.
@@ -199,11 +185,11 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	if cfg.mtu == 0 {
 		cfg.mtu = defaultMTU(ul.Device())
 	}
-	dev, err := tun.Open(tun.Config{Name: cfg.name, MTU: cfg.mtu, Addrs: cfg.addrs, Routes: cfg.routes})
+	tunDev, err := tun.Open(tun.Config{Name: cfg.name, MTU: cfg.mtu, Addrs: cfg.addrs, Routes: cfg.routes})
 	if err != nil {
 		return err
 	}
-	defer dev.Close()
+	defer tunDev.Close()
 
 	keys, err := keyhist.Open(cfg.keyHistory, 0)
 	if err != nil {
@@ -211,75 +197,46 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	defer keys.Close()
 
-	d := &daemon{cfg: cfg, table: newTable(cfg, keys), bus: &event.Bus{}, wire: ul, gen: newGeneration()}
-	d.engine = offload.NewEngine(d.table, d.bus, log, offload.Options{
-		PassUnknownSPI: cfg.passUnknown, CryptoWorkers: cfg.workers})
-
+	dev := device.New(tunDev, ul, deviceConfig(cfg, keys), log)
 	log.Info("vnic up", "device", cfg.name, "mtu", cfg.mtu, "underlay", cfg.underlay, "udp_port", cfg.udpPort,
-		"socket", cfg.socket, "capacity", cfg.capacity, "generation", d.gen)
+		"socket", cfg.socket, "capacity", cfg.capacity, "generation", dev.Generation())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	goRun := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil {
-				errc <- err
-			}
-			cancel()
-		}()
+	srvErr := make(chan error, 1)
+	go func() {
+		srvErr <- oid.NewServer(dev, log).Serve(ctx, ln)
+		cancel()
+	}()
+	err = dev.Run(ctx)
+	cancel()
+	if serr := <-srvErr; err == nil {
+		err = serr
 	}
-	goRun(func() error { return oid.NewServer(d, log).Serve(ctx, ln) })
-	goRun(func() error { return d.engine.RunOutbound(ctx, dev, ul) })
-	goRun(func() error { ul.Run(ctx, log, d.receive(dev)); return nil })
-	goRun(func() error { d.engine.RunTimers(ctx, ul); return nil })
-	goRun(func() error { d.engine.RunCrypto(ctx); return nil })
-
-	<-ctx.Done()
-	// Unblock the device read, then wait for every loop.
-	dev.Close()
-	ul.Close()
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if !errors.Is(err, os.ErrClosed) {
-			log.Info("vnic down", "device", cfg.name, "after", err)
-			return err
-		}
+	if err != nil {
+		log.Info("vnic down", "device", cfg.name, "after", err)
+		return err
 	}
 	log.Info("vnic down", "device", cfg.name)
 	return nil
 }
 
-// newTable returns the daemon's empty SA table, set up from the flags,
-// that records outbound keys in keys (nil: none).
-func newTable(cfg *upConfig, keys *keyhist.History) *sadb.Table {
-	tc := sadb.TableConfig{Capacity: cfg.capacity, DefaultReplayWindow: cfg.replayWindow,
-		// The one ESP-in-UDP socket's port: SAs with another local
-		// port would not be sent from, or receive on, the port they
-		// show.
-		UDPPort: uint16(cfg.udpPort)}
+// deviceConfig is the device the flags ask for, whose table records
+// outbound keys in keys (nil: none).
+func deviceConfig(cfg *upConfig, keys *keyhist.History) device.Config {
+	dc := device.Config{
+		Table: sadb.TableConfig{Capacity: cfg.capacity, DefaultReplayWindow: cfg.replayWindow,
+			// The one ESP-in-UDP socket's port: SAs with another
+			// local port would not be sent from, or receive on, the
+			// port they show.
+			UDPPort: uint16(cfg.udpPort)},
+		PassUnknownSPI: cfg.passUnknown,
+		CryptoWorkers:  cfg.workers,
+	}
 	if keys != nil {
-		tc.Keys = keys
+		dc.Table.Keys = keys
 	}
-	return sadb.New(tc)
-}
-
-// receive returns the underlay's delivery function: each reader gets its
-// own Receiver, which writes a batch to the device in one call.
-func (d *daemon) receive(dev offload.TUN) func() underlay.Deliver {
-	return func() underlay.Deliver {
-		rx := d.engine.NewReceiver(dev)
-		return func(pkts []underlay.Packet) {
-			for _, p := range pkts {
-				rx.Add(p.Buf, p.Start, p.End)
-			}
-			rx.Flush()
-		}
-	}
+	return dc
 }
 
 // defaultMTU is the underlay interface's MTU minus the largest ESP
@@ -290,69 +247,4 @@ func defaultMTU(underlayDev string) int {
 		mtu = l.Attrs().MTU
 	}
 	return mtu - offload.MaxOverhead
-}
-
-func newGeneration() uint64 {
-	var b [8]byte
-	rand.Read(b[:])
-	return binary.BigEndian.Uint64(b[:]) &^ (1 << 63)
-}
-
-// The oid.Device methods.
-
-func (d *daemon) Table() *sadb.Table { return d.table }
-func (d *daemon) Stats() map[string]uint64 {
-	m := d.engine.Stats()
-	m["VnicInReadError"] = d.wire.ReadErrors()
-	return m
-}
-func (d *daemon) Events() *event.Bus { return d.bus }
-func (d *daemon) Generation() uint64 { return d.gen }
-
-func (d *daemon) RequestDelete(h sadb.Handle) error {
-	sa := d.table.Get(h)
-	if sa == nil {
-		return ndis.Errorf(ndis.StatusInvalidParameter, "unknown handle %d", h)
-	}
-	d.engine.RequestDeleteSA(sa, "operator request")
-	return nil
-}
-
-func (d *daemon) Capabilities() oid.Capabilities {
-	return capabilities(d.cfg.capacity, d.table.Len(), d.cfg.passUnknown, d.gen)
-}
-
-// capabilities reports what really works: an algorithm, mode or feature
-// is listed only when the data path does it (docs/oid-channel.md); the
-// algorithms are the catalogue's (algo.Offered).
-func capabilities(capacity, count int, passUnknown bool, gen uint64) oid.Capabilities {
-	algs := algo.Offered()
-	gcm, _ := algo.EncryptionAlgorithm(ndis.EncryptionAESGCM128)
-	return oid.Capabilities{
-		Encapsulation:                0x01, // NDIS_ENCAPSULATION_NULL: a TUN device has no link header
-		IPv6Supported:                true,
-		IPv4Options:                  true,
-		IPv6NonIPsecExtensionHeaders: true,
-		Esp:                          true,
-		Transport:                    true,
-		Tunnel:                       true,
-		LsoSupported:                 true,
-		ExtendedSequenceNumbers:      true,
-		UdpEsp:                       ndis.UDPESPTransport | ndis.UDPESPTunnel,
-		AuthenticationAlgorithms:     algs.Authentication,
-		EncryptionAlgorithms:         algs.Encryption,
-		SaOffloadCapacity:            uint32(capacity),
-		Vnic: oid.Extensions{
-			AuthenticationAlgorithms: algs.VnicAuthentication,
-			EncryptionAlgorithms:     algs.VnicEncryption,
-			AesGcmIcvLengths:         slices.Sorted(slices.Values(gcm.ICVs)),
-			MinReplayWindow:          esn.MinWindow,
-			MaxReplayWindow:          esn.MaxWindow,
-			TrafficSelectors:         true,
-			Lifetimes:                true,
-			PassUnknownSPI:           passUnknown,
-			SaCount:                  count,
-			Generation:               gen,
-		},
-	}
 }

@@ -44,25 +44,31 @@ func TestParseUp(t *testing.T) {
 	}
 }
 
-// TestNewTable: -udp-port, -replay-window and -capacity reach the SA
-// table, so an ESP-in-UDP SA's local port is the port the socket uses.
-func TestNewTable(t *testing.T) {
+// TestDeviceConfig: -udp-port, -replay-window, -capacity,
+// -pass-unknown-spi and -crypto-workers reach the device and its SA table,
+// so an ESP-in-UDP SA's local port is the port the socket uses.
+func TestDeviceConfig(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		port uint16
 	}{
 		{[]string{"-underlay", "192.0.2.1"}, 4500},
-		{[]string{"-underlay", "192.0.2.1", "-udp-port", "4501", "-replay-window", "128", "-capacity", "8"}, 4501},
+		{[]string{"-underlay", "192.0.2.1", "-udp-port", "4501", "-replay-window", "128", "-capacity", "8",
+			"-pass-unknown-spi", "-crypto-workers", "3"}, 4501},
 	} {
 		c, err := parseUp(tc.args)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tab := newTable(c, nil)
-		tc2 := tab.Config()
-		if tc2.UDPPort != tc.port || tc2.DefaultReplayWindow != c.replayWindow || tab.Capacity() != c.capacity {
-			t.Errorf("%v: UDPPort %d, DefaultReplayWindow %d, Capacity %d; want %d, %d, %d", tc.args,
-				tc2.UDPPort, tc2.DefaultReplayWindow, tab.Capacity(), tc.port, c.replayWindow, c.capacity)
+		dc := deviceConfig(c, nil)
+		if tc2 := dc.Table; tc2.UDPPort != tc.port || tc2.DefaultReplayWindow != c.replayWindow || tc2.Capacity != c.capacity ||
+			tc2.Keys != nil {
+			t.Errorf("%v: UDPPort %d, DefaultReplayWindow %d, Capacity %d, Keys %v; want %d, %d, %d, nil", tc.args,
+				tc2.UDPPort, tc2.DefaultReplayWindow, tc2.Capacity, tc2.Keys, tc.port, c.replayWindow, c.capacity)
+		}
+		if dc.PassUnknownSPI != c.passUnknown || dc.CryptoWorkers != c.workers {
+			t.Errorf("%v: PassUnknownSPI %v, CryptoWorkers %d; want %v, %d", tc.args, dc.PassUnknownSPI, dc.CryptoWorkers,
+				c.passUnknown, c.workers)
 		}
 	}
 }

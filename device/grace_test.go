@@ -1,4 +1,4 @@
-package offload
+package device
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"vnic/offload"
 	"vnic/sadb"
 )
 
@@ -40,7 +41,7 @@ func TestDeleteDoesNotStallOtherLoop(t *testing.T) {
 	mustAdd(t, a.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128(),
 		Direction: sadb.Outbound})
 	wire := &blockingWire{entered: make(chan struct{}), release: make(chan struct{})}
-	go a.engine.RunOutbound(ctx, a.tun.TUN(), wire)
+	go a.dev.runOutbound(ctx, a.tun.TUN(), wire)
 	// A's inbound SA from B, and B's outbound twin that makes packets.
 	mustAdd(t, a.table, sadb.Config{Mode: sadb.Tunnel, Src: v4b, Dst: v4a, SPI: 0x5000, Algo: gcm128(),
 		Direction: sadb.Inbound, ReplayWindow: 64})
@@ -65,21 +66,21 @@ func TestDeleteDoesNotStallOtherLoop(t *testing.T) {
 	// block every new batch).
 	time.Sleep(20 * time.Millisecond)
 
-	rx := a.engine.NewReceiver(a.tun.TUN())
-	defer rx.Close()
+	rx := a.dev.newReceiver(a.tun.TUN())
+	defer rx.close()
 	flushed := make(chan time.Duration)
 	go func() {
 		for i := range 3 {
-			buf := make([]byte, Headroom+200+Tailroom)
+			buf := make([]byte, offload.Headroom+200+offload.Tailroom)
 			ping := tuntest.Ping(in4a, in4b)
-			copy(buf[Headroom:], ping)
-			sp, _, err := Encapsulate(b.table.Get(hb), buf, Headroom, Headroom+len(ping))
+			copy(buf[offload.Headroom:], ping)
+			sp, _, err := offload.Encapsulate(b.table.Get(hb), buf, offload.Headroom, offload.Headroom+len(ping))
 			if err != nil {
 				t.Errorf("encapsulate %d: %v", i, err)
 			}
 			start := time.Now()
-			rx.Add(buf, sp.Start, sp.End)
-			rx.Flush()
+			rx.add(buf, sp.Start, sp.End)
+			rx.flush()
 			if i == 2 {
 				flushed <- time.Since(start)
 			}

@@ -1,14 +1,13 @@
-package offload
+package device
 
 import (
-	"encoding/binary"
-	"io"
-	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"vnic/event"
+	"vnic/internal/packettest"
+	"vnic/offload"
 	"vnic/sadb"
 )
 
@@ -35,7 +34,7 @@ func TestNATKeepalives(t *testing.T) {
 		src, dst netip.Addr
 	}{{"v4", v4a, v4b}, {"v6", v6a, v6b}} {
 		t.Run(fam.name, func(t *testing.T) {
-			e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 8}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+			e := newDevice(sadb.New(sadb.TableConfig{Capacity: 8}), &event.Bus{}, Config{}, quiet)
 			udp := sadb.Encap{UDP: true, DstPort: 31000, KeepaliveInterval: 5 * time.Second}
 			out := sadb.Config{Mode: sadb.Tunnel, Src: fam.src, Dst: fam.dst, SPI: 0x700, Algo: gcm128(), Direction: sadb.Outbound, Encap: udp}
 			plainUDP := out
@@ -77,16 +76,16 @@ func TestNATKeepalives(t *testing.T) {
 
 			// What went: a keepalive to the SA's peer port, from its own.
 			for _, p := range w.pkts {
-				h, kind, err := Parse(p, 0, len(p))
-				if err != nil || kind != KindKeepalive || !h.UDP || h.Dst != fam.dst || h.Src != fam.src ||
+				h, kind, err := offload.Parse(p, 0, len(p))
+				if err != nil || kind != offload.KindKeepalive || !h.UDP || h.Dst != fam.dst || h.Src != fam.src ||
 					h.SrcPort != sadb.DefaultUDPPort || h.DstPort != 31000 {
-					t.Fatalf("sent %x: Parse = %+v, kind %d, %v; want a NAT keepalive %v:%d -> %v:31000",
+					t.Fatalf("sent %x: offload.Parse = %+v, kind %d, %v; want a NAT keepalive %v:%d -> %v:31000",
 						p, h, kind, err, fam.src, sadb.DefaultUDPPort, fam.dst)
 				}
-				if fam.dst.Is4() && fold(sum(p[:ipv4MinHeader], 0)) != 0xffff {
+				if fam.dst.Is4() && packettest.Checksum(p[:20], 0) != 0 {
 					t.Errorf("bad IPv4 header checksum in %x", p)
 				}
-				if fam.dst.Is6() && udp6Checksum(ipv6(p), append(append([]byte(nil), p[40:46]...), 0, 0, 0xff)) != binary.BigEndian.Uint16(p[46:]) {
+				if fam.dst.Is6() && packettest.Checksum(p[40:], packettest.PseudoHeader(p, 17, len(p)-40)) != 0 {
 					t.Errorf("bad UDP checksum in %x", p)
 				}
 			}

@@ -1,11 +1,11 @@
-package offload
+package device
 
 import (
 	"context"
 	"sync"
 )
 
-// The engine's loops spread the cryptography of a batch over the cores
+// The device's loops spread the cryptography of a batch over the cores
 // and keep everything else in order (wireguard-go's device/send.go and
 // device/receive.go are the model):
 //
@@ -41,12 +41,12 @@ type cryptoRange struct {
 // microsecond for a 1400-byte AES-GCM packet).
 const minRange = 8
 
-// RunCrypto runs Options.CryptoWorkers crypto workers until ctx ends.
+// runCrypto runs Config.CryptoWorkers crypto workers until ctx ends.
 // Without it (or with no workers) each loop does its batches' cryptography
 // itself.
-func (e *Engine) RunCrypto(ctx context.Context) {
+func (d *Device) runCrypto(ctx context.Context) {
 	var wg sync.WaitGroup
-	for range e.opts.CryptoWorkers {
+	for range d.cfg.CryptoWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -54,7 +54,7 @@ func (e *Engine) RunCrypto(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					return
-				case r := <-e.work:
+				case r := <-d.work:
 					r.b.crypt(r.lo, r.hi)
 					r.done.Done()
 				}
@@ -67,16 +67,16 @@ func (e *Engine) RunCrypto(ctx context.Context) {
 
 // cryptAll runs the cryptography of b's n packets, in ranges spread over
 // the workers and the calling goroutine, and returns when all are done.
-func (e *Engine) cryptAll(b cryptoBatch, n int, done *sync.WaitGroup) {
+func (d *Device) cryptAll(b cryptoBatch, n int, done *sync.WaitGroup) {
 	size := n
-	if w := e.opts.CryptoWorkers; w > 0 && n >= 2*minRange {
+	if w := d.cfg.CryptoWorkers; w > 0 && n >= 2*minRange {
 		size = max(minRange, (n+w)/(w+1))
 	}
 	for lo := size; lo < n; lo += size {
 		hi := min(lo+size, n)
 		done.Add(1)
 		select {
-		case e.work <- cryptoRange{b, lo, hi, done}:
+		case d.work <- cryptoRange{b, lo, hi, done}:
 		default:
 			b.crypt(lo, hi)
 			done.Done()
@@ -89,7 +89,7 @@ func (e *Engine) cryptAll(b cryptoBatch, n int, done *sync.WaitGroup) {
 	// happens.
 	for {
 		select {
-		case r := <-e.work:
+		case r := <-d.work:
 			r.b.crypt(r.lo, r.hi)
 			r.done.Done()
 		default:

@@ -1,11 +1,9 @@
-package offload
+package device
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 
 	"vnic/event"
 	"vnic/ndis"
+	"vnic/offload"
 	"vnic/sadb"
 )
 
@@ -26,7 +25,7 @@ import (
 // order.
 type wireTo struct {
 	mu     sync.Mutex
-	rx     *Receiver
+	rx     *receiver
 	tamper func(pkt []byte)
 	sent   int
 	log    []wireRecord
@@ -39,7 +38,7 @@ func (w *wireTo) SendBatch(pkts [][]byte, failed []bool) (int, error) {
 	for _, pkt := range pkts {
 		buf := make([]byte, 128+len(pkt)+64)
 		copy(buf[128:], pkt)
-		if h, kind, err := Parse(buf, 128, 128+len(pkt)); err == nil && kind == KindESP {
+		if h, kind, err := offload.Parse(buf, 128, 128+len(pkt)); err == nil && kind == offload.KindESP {
 			w.log = append(w.log, wireRecord{binary.BigEndian.Uint32(buf[h.ESP:]),
 				binary.BigEndian.Uint32(buf[h.ESP+4:]), binary.BigEndian.Uint64(buf[h.ESP+8:])})
 		}
@@ -47,9 +46,9 @@ func (w *wireTo) SendBatch(pkts [][]byte, failed []bool) (int, error) {
 			w.tamper(buf[128 : 128+len(pkt)])
 		}
 		w.sent++
-		w.rx.Add(buf, 128, 128+len(pkt))
+		w.rx.add(buf, 128, 128+len(pkt))
 	}
-	w.rx.Flush()
+	w.rx.flush()
 	return len(pkts), nil
 }
 
@@ -61,10 +60,10 @@ func (w *wireTo) records() []wireRecord {
 }
 
 type peer struct {
-	table  *sadb.Table
-	bus    *event.Bus
-	engine *Engine
-	tun    *tuntest.ChannelTUN
+	table *sadb.Table
+	bus   *event.Bus
+	dev   *Device
+	tun   *tuntest.ChannelTUN
 }
 
 func newPeer() *peer { return newPeerTable(sadb.TableConfig{Capacity: 16}) }
@@ -72,7 +71,7 @@ func newPeer() *peer { return newPeerTable(sadb.TableConfig{Capacity: 16}) }
 // newPeerTable is newPeer with a table built with cfg.
 func newPeerTable(cfg sadb.TableConfig) *peer {
 	p := &peer{table: sadb.New(cfg), bus: &event.Bus{}, tun: tuntest.NewChannelTUN()}
-	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoEventInterval: time.Hour})
+	p.dev = newDevice(p.table, p.bus, Config{CryptoEventInterval: time.Hour}, quiet)
 	return p
 }
 
@@ -100,8 +99,8 @@ func link(t *testing.T, ctx context.Context, a, b *peer, cfg sadb.Config) (*wire
 	out.Direction, in.Direction, in.ReplayWindow, in.Pair = sadb.Outbound, sadb.Inbound, 64, 0
 	ho := mustAdd(t, a.table, out)[0]
 	hi := mustAdd(t, b.table, in)[0]
-	w := &wireTo{rx: b.engine.NewReceiver(b.tun.TUN())}
-	go a.engine.RunOutbound(ctx, a.tun.TUN(), w)
+	w := &wireTo{rx: b.dev.newReceiver(b.tun.TUN())}
+	go a.dev.runOutbound(ctx, a.tun.TUN(), w)
 	return w, ho, hi
 }
 
@@ -116,7 +115,7 @@ func recvOrTimeout(t *testing.T, c chan []byte) []byte {
 	}
 }
 
-func TestEnginePassesTraffic(t *testing.T) {
+func TestDevicePassesTraffic(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeer(), newPeer()
@@ -131,10 +130,10 @@ func TestEnginePassesTraffic(t *testing.T) {
 		}
 	}
 	// Counters move just after the hand-over.
-	waitFor(t, func() bool { return a.engine.Stats()["OutPackets"] == 5 && b.engine.Stats()["InPackets"] == 5 })
+	waitFor(t, func() bool { return a.dev.Stats()["OutPackets"] == 5 && b.dev.Stats()["InPackets"] == 5 })
 }
 
-func TestEngineDropsWithoutSA(t *testing.T) {
+func TestDeviceDropsWithoutSA(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeer(), newPeer()
@@ -143,7 +142,7 @@ func TestEngineDropsWithoutSA(t *testing.T) {
 	a.tun.Outbound <- tuntest.Ping(in4a, in4b) // to 10.1.0.1: no SA
 	a.tun.Outbound <- tuntest.Ping(in4b, in4a) // to 10.2.0.1: SA
 	recvOrTimeout(t, b.tun.Inbound)
-	if got := a.engine.Stats()["XfrmOutNoStates"]; got != 1 {
+	if got := a.dev.Stats()["XfrmOutNoStates"]; got != 1 {
 		t.Errorf("XfrmOutNoStates %d, want 1", got)
 	}
 	w.mu.Lock()
@@ -153,7 +152,7 @@ func TestEngineDropsWithoutSA(t *testing.T) {
 	}
 }
 
-func TestEngineCryptoErrorsCountedAndReported(t *testing.T) {
+func TestDeviceCryptoErrorsCountedAndReported(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeer(), newPeer()
@@ -164,8 +163,8 @@ func TestEngineCryptoErrorsCountedAndReported(t *testing.T) {
 	for range 3 {
 		a.tun.Outbound <- tuntest.Ping(in4b, in4a)
 	}
-	waitFor(t, func() bool { return b.engine.Stats()["XfrmInStateProtoError"] == 3 })
-	st := b.engine.Stats()
+	waitFor(t, func() bool { return b.dev.Stats()["XfrmInStateProtoError"] == 3 })
+	st := b.dev.Stats()
 	if st["CRYPTO_TUNNEL_ESP_AUTH_FAILED"] != 3 || st["InPackets"] != 0 {
 		t.Errorf("stats %v", st)
 	}
@@ -187,18 +186,18 @@ func TestEngineCryptoErrorsCountedAndReported(t *testing.T) {
 	}
 }
 
-// TestEngineCryptoErrorBurstReported: the errors of a burst that come
+// TestDeviceCryptoErrorBurstReported: the errors of a burst that come
 // within the rate-limit interval are not lost: once the interval is over,
 // an event reports them though no further error comes, so the events'
 // counts add up to exactly the packets dropped; and the events of one SA
 // and counter are at least an interval apart. A second burst after the
 // first one's report is reported the same way.
-func TestEngineCryptoErrorBurstReported(t *testing.T) {
+func TestDeviceCryptoErrorBurstReported(t *testing.T) {
 	const interval = 300 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeer(), newPeer()
-	b.engine = NewEngine(b.table, b.bus, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoEventInterval: interval})
+	b.dev = newDevice(b.table, b.bus, Config{CryptoEventInterval: interval}, quiet)
 	sub := b.bus.Subscribe()
 	defer sub.Close()
 	w, _, hi := link(t, ctx, a, b, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})
@@ -238,7 +237,7 @@ func TestEngineCryptoErrorBurstReported(t *testing.T) {
 	for range burst1 {
 		a.tun.Outbound <- tuntest.Ping(in4b, in4a)
 	}
-	waitFor(t, func() bool { return b.engine.Stats()["XfrmInStateProtoError"] == burst1 })
+	waitFor(t, func() bool { return b.dev.Stats()["XfrmInStateProtoError"] == burst1 })
 	collect(burst1)
 	if events[0].Count != 1 {
 		t.Errorf("first event %+v: the first error is reported at once, alone", events[0])
@@ -246,7 +245,7 @@ func TestEngineCryptoErrorBurstReported(t *testing.T) {
 	for range burst2 {
 		a.tun.Outbound <- tuntest.Ping(in4b, in4a)
 	}
-	waitFor(t, func() bool { return b.engine.Stats()["XfrmInStateProtoError"] == burst1+burst2 })
+	waitFor(t, func() bool { return b.dev.Stats()["XfrmInStateProtoError"] == burst1+burst2 })
 	collect(burst1 + burst2)
 	// Nothing is left to report.
 	select {
@@ -256,10 +255,10 @@ func TestEngineCryptoErrorBurstReported(t *testing.T) {
 	}
 }
 
-// TestEngineDeleteRequestKeepsSA: near exhaustion the device raises
+// TestDeviceDeleteRequestKeepsSA: near exhaustion the device raises
 // SaDeleteReq for the inbound SA and its outbound twin, keeps both working
 // until DELETE_SA, and refuses to send past the last number.
-func TestEngineDeleteRequestKeepsSA(t *testing.T) {
+func TestDeviceDeleteRequestKeepsSA(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeerTable(sadb.TableConfig{Capacity: 16, WarnAt: 2}), newPeer()
@@ -287,23 +286,23 @@ func TestEngineDeleteRequestKeepsSA(t *testing.T) {
 		t.Error("both SAs must be marked delete-requested")
 	}
 	a.tun.Outbound <- tuntest.Ping(in4b, in4a)
-	waitFor(t, func() bool { return a.engine.Stats()["XfrmOutStateSeqError"] == 1 })
+	waitFor(t, func() bool { return a.dev.Stats()["XfrmOutStateSeqError"] == 1 })
 	if a.table.Get(hout) == nil || a.table.Get(hin) == nil {
 		t.Fatal("the device removed an SA it asked the host to delete")
 	}
 }
 
-// TestEngineEventReasons: the reasons the engine gives its lifetime and
+// TestDeviceEventReasons: the reasons the engine gives its lifetime and
 // SaDeleteReq events are the ones docs/oid-channel.md quotes.
-func TestEngineEventReasons(t *testing.T) {
+func TestDeviceEventReasons(t *testing.T) {
 	p := newPeer()
 	sub := p.bus.Subscribe()
 	defer sub.Close()
 	h := mustAdd(t, p.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})[0]
 	sa := p.table.Get(h)
-	p.engine.publish(sa, EventSoftLifetime|EventHardLifetime|EventSeqNearExhaustion)
+	p.dev.publish(sa, offload.EventSoftLifetime|offload.EventHardLifetime|offload.EventSeqNearExhaustion)
 	in := p.table.Get(mustAdd(t, p.table, sadb.Config{Mode: sadb.Tunnel, Src: v4b, Dst: v4a, SPI: 0x4001, Algo: gcm128(), Direction: sadb.Inbound})[0])
-	p.engine.publish(in, EventSeqNearExhaustion)
+	p.dev.publish(in, offload.EventSeqNearExhaustion)
 	want := []struct {
 		typ    event.Type
 		reason string
@@ -333,10 +332,10 @@ func TestEngineEventReasons(t *testing.T) {
 	}
 }
 
-// TestEngineDeleteWhileTrafficFlows deletes the SAs while packets stream:
+// TestDeviceDeleteWhileTrafficFlows deletes the SAs while packets stream:
 // no crash (run with -race) and no packet is processed with an SA after
 // Delete returns.
-func TestEngineDeleteWhileTrafficFlows(t *testing.T) {
+func TestDeviceDeleteWhileTrafficFlows(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeer(), newPeer()
@@ -431,18 +430,18 @@ func (w *oddWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
 	return sent, nil
 }
 
-// TestEngineCountsPartialSend: when the underlay sends part of a batch,
+// TestDeviceCountsPartialSend: when the underlay sends part of a batch,
 // OutPackets and OutBytes count the packets that went, VnicOutSendError
 // the others; the SA counted every packet it numbered.
-func TestEngineCountsPartialSend(t *testing.T) {
+func TestDeviceCountsPartialSend(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 4}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	e := newDevice(sadb.New(sadb.TableConfig{Capacity: 4}), &event.Bus{}, Config{}, quiet)
 	h := mustAdd(t, e.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x600, Algo: gcm128(),
 		Direction: sadb.Outbound, Encap: sadb.Encap{UDP: true}})[0]
 	dev, w := newBatchTUN(), &oddWire{}
 	defer close(dev.in)
-	go e.RunOutbound(ctx, dev, w)
+	go e.runOutbound(ctx, dev, w)
 	plain := func(n int) []byte {
 		buf := make([]byte, 2048)
 		return buf[:udpPacket(buf, 0, in4a, in4b, 1, 2, n)]

@@ -1,11 +1,9 @@
-package offload
+package device
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -18,8 +16,10 @@ import (
 
 	"vnic/algo"
 	"vnic/event"
+	"vnic/internal/packettest"
 	"vnic/internal/testutil"
 	"vnic/ipfrag"
+	"vnic/offload"
 	"vnic/sadb"
 )
 
@@ -34,6 +34,8 @@ type batchTUN struct {
 func newBatchTUN() *batchTUN { return &batchTUN{in: make(chan [][]byte)} }
 
 func (d *batchTUN) BatchSize() int { return 128 }
+
+func (d *batchTUN) Close() error { return nil }
 
 func (d *batchTUN) Read(bufs [][]byte, sizes []int, off int) (int, error) {
 	b, ok := <-d.in
@@ -71,9 +73,8 @@ type wireRecord struct {
 // parallelPeer is an engine with crypto workers running.
 func parallelPeer(ctx context.Context, workers int) *peer {
 	p := &peer{table: sadb.New(sadb.TableConfig{Capacity: 16}), bus: &event.Bus{}}
-	p.engine = NewEngine(p.table, p.bus, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Options{CryptoEventInterval: time.Hour, CryptoWorkers: workers})
-	go p.engine.RunCrypto(ctx)
+	p.dev = newDevice(p.table, p.bus, Config{CryptoEventInterval: time.Hour, CryptoWorkers: workers}, quiet)
+	go p.dev.runCrypto(ctx)
 	return p
 }
 
@@ -116,8 +117,8 @@ func TestParallelKeepsOrderAndNumbers(t *testing.T) {
 			esnOut, esnIn = ho, hi
 		}
 	}
-	w := &wireTo{rx: b.engine.NewReceiver(devB)}
-	go a.engine.RunOutbound(ctx, devA, w)
+	w := &wireTo{rx: b.dev.newReceiver(devB)}
+	go a.dev.runOutbound(ctx, devA, w)
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	var want [][]byte
@@ -155,7 +156,7 @@ func TestParallelKeepsOrderAndNumbers(t *testing.T) {
 		}
 	}
 	for _, p := range []*peer{a, b} {
-		for name, n := range p.engine.Stats() {
+		for name, n := range p.dev.Stats() {
 			if n != 0 && name != "InPackets" && name != "InBytes" && name != "OutPackets" && name != "OutBytes" {
 				t.Errorf("counter %s = %d, want 0", name, n)
 			}
@@ -199,53 +200,6 @@ func TestParallelKeepsOrderAndNumbers(t *testing.T) {
 	}
 }
 
-// TestConcurrentEncapsulateNumbersUnique has many goroutines protect
-// packets with one SA at once: every number from the first up is used
-// exactly once, and no IV repeats.
-func TestConcurrentEncapsulateNumbersUnique(t *testing.T) {
-	out, _ := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x200, Algo: gcm128()})
-	const goroutines, each = 8, 2000
-	seqs := make([][]uint32, goroutines)
-	ivs := make([][]uint64, goroutines)
-	var wg sync.WaitGroup
-	for g := range goroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := newBuf()
-			for range each {
-				end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 100)
-				sp, _, err := Encapsulate(out, buf, Headroom, end)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				esp := sp.Start + ipv4MinHeader
-				seqs[g] = append(seqs[g], binary.BigEndian.Uint32(buf[esp+4:]))
-				ivs[g] = append(ivs[g], binary.BigEndian.Uint64(buf[esp+8:]))
-			}
-		}()
-	}
-	wg.Wait()
-	seen := make([]bool, goroutines*each+1)
-	ivSeen := map[uint64]bool{}
-	for g := range goroutines {
-		for i, s := range seqs[g] {
-			if s == 0 || int(s) > goroutines*each || seen[s] {
-				t.Fatalf("number %d handed out twice or out of range", s)
-			}
-			if i > 0 && s <= seqs[g][i-1] {
-				t.Fatalf("goroutine %d got %d after %d", g, s, seqs[g][i-1])
-			}
-			seen[s] = true
-			if ivSeen[ivs[g][i]] {
-				t.Fatalf("IV %016x used twice", ivs[g][i])
-			}
-			ivSeen[ivs[g][i]] = true
-		}
-	}
-}
-
 // TestParallelExhaustion runs an SA into its last sequence number with
 // crypto workers on: each remaining number goes out once, in order, and
 // every packet beyond is dropped and counted, never sent.
@@ -260,8 +214,8 @@ func TestParallelExhaustion(t *testing.T) {
 	out.Direction, in.Direction, in.ReplayWindow, in.InitialSeq = sadb.Outbound, sadb.Inbound, 64, 1<<32-51
 	mustAdd(t, a.table, out)
 	mustAdd(t, b.table, in)
-	w := &wireTo{rx: b.engine.NewReceiver(devB)}
-	go a.engine.RunOutbound(ctx, devA, w)
+	w := &wireTo{rx: b.dev.newReceiver(devB)}
+	go a.dev.runOutbound(ctx, devA, w)
 	for range 2 {
 		batch := make([][]byte, 100)
 		for i := range batch {
@@ -269,7 +223,7 @@ func TestParallelExhaustion(t *testing.T) {
 		}
 		devA.in <- batch
 	}
-	waitFor(t, func() bool { return a.engine.Stats()["XfrmOutStateSeqError"] == 150 })
+	waitFor(t, func() bool { return a.dev.Stats()["XfrmOutStateSeqError"] == 150 })
 	recs := w.records()
 	if len(recs) != 50 {
 		t.Fatalf("%d packets sent, want the 50 numbers left", len(recs))
@@ -282,7 +236,7 @@ func TestParallelExhaustion(t *testing.T) {
 	if got := len(devB.received()); got != 50 {
 		t.Errorf("peer received %d packets, want 50", got)
 	}
-	if st := a.engine.Stats(); st["OutPackets"] != 50 {
+	if st := a.dev.Stats(); st["OutPackets"] != 50 {
 		t.Errorf("OutPackets %d, want 50", st["OutPackets"])
 	}
 }
@@ -291,7 +245,7 @@ func TestParallelExhaustion(t *testing.T) {
 // but not running still finishes every batch (it runs the ranges it handed
 // over itself), so a stopping engine never hangs.
 func TestCryptAllWithoutWorkers(t *testing.T) {
-	e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{CryptoWorkers: 3})
+	e := newDevice(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, Config{CryptoWorkers: 3}, quiet)
 	b := &countBatch{n: make([]int, 100)}
 	var wg sync.WaitGroup
 	e.cryptAll(b, len(b.n), &wg)
@@ -315,13 +269,14 @@ func (b *countBatch) crypt(lo, hi int) {
 type nullTUN struct{}
 
 func (nullTUN) BatchSize() int                          { return 128 }
+func (nullTUN) Close() error                            { return nil }
 func (nullTUN) Read([][]byte, []int, int) (int, error)  { return 0, os.ErrClosed }
 func (nullTUN) Write(bufs [][]byte, _ int) (int, error) { return len(bufs), nil }
 
-// TestEngineBatchNoAllocs: the loops' batch work, with crypto workers
+// TestDeviceBatchNoAllocs: the loops' batch work, with crypto workers
 // sharing it, allocates nothing per batch: numbering and sealing a batch
 // of 64 packets, and opening, finishing and writing one.
-func TestEngineBatchNoAllocs(t *testing.T) {
+func TestDeviceBatchNoAllocs(t *testing.T) {
 	if testutil.RaceEnabled {
 		t.Skip("the race detector allocates")
 	}
@@ -337,17 +292,17 @@ func TestEngineBatchNoAllocs(t *testing.T) {
 	const batch, runs = 64, 100
 	bufs := make([][]byte, batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+1500+Tailroom)
+		bufs[i] = make([]byte, offload.Headroom+1500+offload.Tailroom)
 	}
-	ob := &outBatch{jobs: make([]sealJob, 0, batch), bufs: make([][]byte, 0, batch), sizes: make([]int, 0, batch)}
+	ob := &outBatch{jobs: make([]offload.EncapJob, 0, batch), bufs: make([][]byte, 0, batch), sizes: make([]int, 0, batch)}
 	var sealed [][]byte // every packet sealed, for the inbound half
 	n := testing.AllocsPerRun(runs, func() {
 		ob.jobs, ob.bufs, ob.sizes = ob.jobs[:0], ob.bufs[:0], ob.sizes[:0]
 		for _, buf := range bufs {
-			end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 1300)
-			a.engine.outbound(ob, buf, Headroom, end)
+			end := udpPacket(buf, offload.Headroom, in4a, in4b, 1, 2, 1300)
+			a.dev.outbound(ob, buf, offload.Headroom, end)
 		}
-		a.engine.cryptAll(ob, len(ob.jobs), &ob.done)
+		a.dev.cryptAll(ob, len(ob.jobs), &ob.done)
 		if len(ob.jobs) != batch {
 			t.Fatalf("%d of %d packets sealed", len(ob.jobs), batch)
 		}
@@ -357,28 +312,28 @@ func TestEngineBatchNoAllocs(t *testing.T) {
 	}
 	for range runs + 1 {
 		for _, buf := range bufs {
-			end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 1300)
-			sp, _, err := Encapsulate(a.table.Get(1), buf, Headroom, end)
+			end := udpPacket(buf, offload.Headroom, in4a, in4b, 1, 2, 1300)
+			sp, _, err := offload.Encapsulate(a.table.Get(1), buf, offload.Headroom, end)
 			if err != nil {
 				t.Fatal(err)
 			}
 			sealed = append(sealed, append(make([]byte, 128, 128+sp.Len()+64), buf[sp.Start:sp.End]...))
 		}
 	}
-	rx := b.engine.NewReceiver(nullTUN{})
+	rx := b.dev.newReceiver(nullTUN{})
 	k := 0
 	n = testing.AllocsPerRun(runs, func() {
 		for range batch {
 			p := sealed[k]
 			k++
-			rx.Add(p[:cap(p)], 128, len(p))
+			rx.add(p[:cap(p)], 128, len(p))
 		}
-		rx.Flush()
+		rx.flush()
 	})
 	if n != 0 {
 		t.Errorf("opening a batch: %v allocations, want 0", n)
 	}
-	if got, want := b.engine.Stats()["InPackets"], uint64((runs+1)*batch); got != want {
+	if got, want := b.dev.Stats()["InPackets"], uint64((runs+1)*batch); got != want {
 		t.Errorf("%d packets delivered, want %d", got, want)
 	}
 }
@@ -387,9 +342,9 @@ func TestEngineBatchNoAllocs(t *testing.T) {
 // SPI reaches the device with valid checksums (the underlay rebuilds its
 // headers without them), so that the kernel takes it.
 func TestPassUpFixesChecksums(t *testing.T) {
-	e := NewEngine(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{PassUnknownSPI: true})
+	e := newDevice(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, Config{PassUnknownSPI: true}, quiet)
 	dev := newBatchTUN()
-	rx := e.NewReceiver(dev)
+	rx := e.newReceiver(dev)
 	for _, tc := range []struct{ src, dst netip.Addr }{{v4a, v4b}, {v6a, v6b}} {
 		buf := make([]byte, 2048)
 		end := udpPacket(buf, 128, tc.src, tc.dst, 4500, 4500, 40)
@@ -401,18 +356,18 @@ func TestPassUpFixesChecksums(t *testing.T) {
 		if tc.src.Is4() {
 			binary.BigEndian.PutUint16(buf[128+10:], 0) // as the underlay rebuilds it
 		}
-		rx.Add(buf, 128, end)
-		rx.Flush()
+		rx.add(buf, 128, end)
+		rx.flush()
 		got := dev.received()
 		if len(got) == 0 {
 			t.Fatalf("%v: not passed up", tc.src)
 		}
 		p := got[len(got)-1]
 		if tc.src.Is4() {
-			if fold(sum(p[:20], 0)) != 0xffff {
+			if packettest.Checksum(p[:20], 0) != 0 {
 				t.Errorf("IPv4 header checksum invalid: %x", p[:20])
 			}
-		} else if c := fold(sum(p[8:40], uint64(len(p)-40)+protoUDP+sum(p[40:], 0))); c != 0xffff {
+		} else if c := packettest.Checksum(p[40:], packettest.PseudoHeader(p, 17, len(p)-40)); c != 0 {
 			t.Errorf("IPv6 UDP checksum invalid (%04x): %x", c, p[40:48])
 		}
 	}
@@ -435,10 +390,10 @@ func (d *overflowTUN) Read(bufs [][]byte, sizes []int, off int) (n int, err erro
 	return n, err
 }
 
-// TestEngineReadsAnyMTU: packets up to the IP limit go through (vnic0's
+// TestDeviceReadsAnyMTU: packets up to the IP limit go through (vnic0's
 // MTU may be raised while the daemon runs), and a read that lost segments
 // is counted and the loop goes on with the packets it did get.
-func TestEngineReadsAnyMTU(t *testing.T) {
+func TestDeviceReadsAnyMTU(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := parallelPeer(ctx, 2), parallelPeer(ctx, 2)
@@ -449,10 +404,10 @@ func TestEngineReadsAnyMTU(t *testing.T) {
 	out.Direction, in.Direction, in.ReplayWindow = sadb.Outbound, sadb.Inbound, 64
 	mustAdd(t, a.table, out)
 	mustAdd(t, b.table, in)
-	w := &wireTo{rx: b.engine.NewReceiver(devB)}
-	go a.engine.RunOutbound(ctx, devA, w)
+	w := &wireTo{rx: b.dev.newReceiver(devB)}
+	go a.dev.runOutbound(ctx, devA, w)
 	big := func(n int) []byte {
-		buf := make([]byte, Headroom+n+Tailroom)
+		buf := make([]byte, offload.Headroom+n+offload.Tailroom)
 		end := udpPacket(buf, 0, in4a, in4b, 1, 2, n-28)
 		return buf[:end]
 	}
@@ -462,26 +417,26 @@ func TestEngineReadsAnyMTU(t *testing.T) {
 	// and each makes 65536 bytes): one byte more is refused, as VnicOutTooBig.
 	largest := 0xFFFF - 20 - 8 - 8 - 2 - 16 - 3
 	want := [][]byte{big(1400), big(9000), big(largest)}
-	devA.in <- want[:1] // read with ErrTooManySegments
+	devA.in <- want[:1] // read with offload.ErrTooManySegments
 	devA.in <- append(want[1:], big(largest+1))
-	waitFor(t, func() bool { return len(devB.received()) == len(want) && a.engine.Stats()["VnicOutTooBig"] == 1 })
+	waitFor(t, func() bool { return len(devB.received()) == len(want) && a.dev.Stats()["VnicOutTooBig"] == 1 })
 	for i, p := range devB.received() {
 		if !bytes.Equal(p, want[i]) {
 			t.Errorf("packet %d (%d bytes) changed on the way", i, len(want[i]))
 		}
 	}
-	if n := a.engine.Stats()["VnicOutReadError"]; n != 1 {
+	if n := a.dev.Stats()["VnicOutReadError"]; n != 1 {
 		t.Errorf("VnicOutReadError %d, want 1", n)
 	}
 }
 
-// TestEngineTransportFragments: the IPv4 and IPv6 fragments of a datagram
+// TestDeviceTransportFragments: the IPv4 and IPv6 fragments of a datagram
 // that a transport-mode SA carries are reassembled and protected once
 // whole (RFC 4303 §3.3.4), across device reads and in any order, and reach
 // the peer as the datagram they were cut from; overlapping fragments are dropped
 // and counted on the SA, with those of their datagram held until then; a
 // tunnel-mode SA protects each fragment as it comes.
-func TestEngineTransportFragments(t *testing.T) {
+func TestDeviceTransportFragments(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := parallelPeer(ctx, 0), parallelPeer(ctx, 0)
@@ -492,8 +447,8 @@ func TestEngineTransportFragments(t *testing.T) {
 	out.Direction, in.Direction, in.ReplayWindow = sadb.Outbound, sadb.Inbound, 64
 	hOut := mustAdd(t, a.table, out)[0]
 	mustAdd(t, b.table, in)
-	w := &wireTo{rx: b.engine.NewReceiver(devB)}
-	go a.engine.RunOutbound(ctx, devA, w)
+	w := &wireTo{rx: b.dev.newReceiver(devB)}
+	go a.dev.runOutbound(ctx, devA, w)
 
 	datagram := func(id uint16, n int) []byte {
 		buf := make([]byte, 20+8+n)
@@ -501,7 +456,7 @@ func TestEngineTransportFragments(t *testing.T) {
 		p := buf[:end]
 		binary.BigEndian.PutUint16(p[4:], id)
 		binary.BigEndian.PutUint16(p[6:], 0) // DF clear: the host may fragment it
-		ipv4(p).setChecksum()
+		packettest.SetIPv4Checksum(p)
 		return p
 	}
 	fragments := func(p []byte, mtu int) [][]byte {
@@ -534,9 +489,9 @@ func TestEngineTransportFragments(t *testing.T) {
 	devA.in <- f3[:2]
 	over := slices.Clone(f3[1])
 	binary.BigEndian.PutUint16(over[6:], binary.BigEndian.Uint16(over[6:])-1) // 8 bytes earlier
-	ipv4(over).setChecksum()
+	packettest.SetIPv4Checksum(over)
 	devA.in <- [][]byte{over}
-	waitFor(t, func() bool { return a.engine.Stats()["VnicOutFragInvalid"] == 3 })
+	waitFor(t, func() bool { return a.dev.Stats()["VnicOutFragInvalid"] == 3 })
 	if n := a.table.Get(hOut).Counters.Drops[sadb.OutFragInvalid].Load(); n != 3 {
 		t.Errorf("the SA counted %d VnicOutFragInvalid, want 3", n)
 	}
@@ -574,7 +529,7 @@ func TestEngineTransportFragments(t *testing.T) {
 	inner := make([]byte, 20+8+4000)
 	end := udpPacket(inner, 0, in4a, in4b, 1, 2, 4000)
 	binary.BigEndian.PutUint16(inner[6:], 0)
-	ipv4(inner[:end]).setChecksum()
+	packettest.SetIPv4Checksum(inner[:end])
 	ft := fragments(inner[:end], 1400)
 	devA.in <- ft
 	waitFor(t, func() bool { return len(devB.received()) == 3+len(ft) })

@@ -1,0 +1,208 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"vnic/grace"
+	"vnic/offload"
+	"vnic/sadb"
+	"vnic/underlay"
+)
+
+// receiver handles the packets of one underlay reader: add each packet of
+// a batch, then flush, which opens the batch's packets (in parallel when
+// the device has crypto workers) and writes the plaintext packets to the
+// device in one batched write, in the order they were added (so that the
+// device can coalesce them). Not safe for concurrent use: give each reader
+// its own.
+type receiver struct {
+	d      *Device
+	dev    TUN
+	pkts   []inPacket
+	out    [][]byte
+	done   sync.WaitGroup
+	reader *grace.Reader // a batch, from its first add to flush, is a section
+}
+
+// inPacket is a received packet between add and flush.
+type inPacket struct {
+	sa    *sadb.SA // nil: an unknown SPI passed up unprocessed
+	h     offload.Header
+	buf   []byte
+	start int
+	seq   uint64
+	err   error // from offload.DecapOpen
+}
+
+// newReceiver returns a receiver that writes to dev.
+func (d *Device) newReceiver(dev TUN) *receiver {
+	return &receiver{d: d, dev: dev, reader: d.table.NewReader()}
+}
+
+// close unregisters the receiver from the SA table's grace periods; it
+// must not be used after.
+func (r *receiver) close() { r.reader.Close() }
+
+// add checks one underlay packet, buf[start:end], up to its cryptography
+// and queues it for flush. buf must stay untouched until flush.
+func (r *receiver) add(buf []byte, start, end int) {
+	if !r.reader.InSection() {
+		r.reader.Enter()
+	}
+	d := r.d
+	h, kind, err := offload.Parse(buf, start, end)
+	if err != nil {
+		d.drop(nil, err)
+		return
+	}
+	switch kind {
+	case offload.KindKeepalive:
+		d.counts[cntKeepalives].Add(1)
+		return
+	case offload.KindIKE:
+		d.counts[cntIKE].Add(1)
+		return
+	}
+	sa := d.table.LookupInbound(h.SPI, h.Dst)
+	if sa == nil {
+		if !d.cfg.PassUnknownSPI {
+			d.drop(nil, offload.ErrNoSA)
+			return
+		}
+		if start < tunOffset {
+			d.drop(nil, offload.ErrNoRoomIn)
+			return
+		}
+		d.counts[cntPassedUp].Add(1)
+		offload.FixOuterChecksums(buf[start:h.End], &h)
+		r.pkts = append(r.pkts, inPacket{h: h, buf: buf, start: start})
+		return
+	}
+	seq, err := offload.DecapBegin(sa, &h, buf)
+	if err != nil {
+		d.settle(sa, offload.Span{}, 0, err)
+		return
+	}
+	r.pkts = append(r.pkts, inPacket{sa: sa, h: h, buf: buf, start: start, seq: seq})
+}
+
+func (r *receiver) crypt(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		if p := &r.pkts[i]; p.sa != nil {
+			p.err = offload.DecapOpen(p.sa, &p.h, p.buf, p.seq)
+		}
+	}
+}
+
+// flush opens the queued packets, finishes them in order and writes the
+// plaintext packets to the device.
+func (r *receiver) flush() {
+	d := r.d
+	d.cryptAll(r, len(r.pkts), &r.done)
+	var bytes uint64
+	for i := range r.pkts {
+		p := &r.pkts[i]
+		sp := offload.Span{Start: p.start, End: p.h.End}
+		if p.sa != nil {
+			var ev offload.Event
+			err := p.err
+			if err == nil {
+				sp, ev, err = offload.DecapEnd(p.sa, &p.h, p.buf, p.start, p.seq)
+			}
+			if _, ok := d.settle(p.sa, sp, ev, err); !ok {
+				continue
+			}
+			if sp.Start < tunOffset {
+				d.drop(nil, offload.ErrNoRoomIn)
+				continue
+			}
+		}
+		r.out = append(r.out, p.buf[sp.Start-tunOffset:sp.End])
+		bytes += uint64(sp.Len())
+	}
+	if n := uint64(len(r.out)); n > 0 {
+		var failed uint64
+		if _, err := r.dev.Write(r.out, tunOffset); err != nil {
+			failed = writeFailures(err, n)
+			d.dropN(offload.ErrDeviceWrite, failed)
+			d.log.Debug("device write failed", "counter", offload.ErrDeviceWrite.Reason.String(),
+				"packets", failed, "of", n, "err", err)
+			// Which packets failed is not known: their bytes are
+			// taken to be the batch's average.
+			bytes = bytes * (n - failed) / n
+		}
+		d.counts[cntInPackets].Add(n - failed)
+		d.counts[cntInBytes].Add(bytes)
+	}
+	clear(r.out)
+	clear(r.pkts)
+	r.out, r.pkts = r.out[:0], r.pkts[:0]
+	if r.reader.InSection() {
+		r.reader.Exit()
+	}
+}
+
+// Read errors: the first is retried at once, each one after waits twice
+// as long as the one before, up to maxReadBackoff, until a read succeeds.
+const (
+	minReadBackoff = time.Millisecond
+	maxReadBackoff = time.Second
+)
+
+// runInbound is the inbound loop of one underlay socket: it receives
+// batches with recv and hands each to its receiver, until ctx ends or the
+// socket closes. A failed read is counted (VnicInReadError) and logged at
+// debug; a socket that keeps failing is retried less and less often
+// rather than in a busy loop.
+func (d *Device) runInbound(ctx context.Context, recv underlay.ReceiveFunc) {
+	rx := d.newReceiver(d.tun)
+	defer rx.close()
+	deliver := func(pkts []underlay.Packet) {
+		for _, p := range pkts {
+			rx.add(p.Buf, p.Start, p.End)
+		}
+		rx.flush()
+	}
+	var backoff time.Duration
+	for {
+		err := recv(deliver)
+		if err == nil {
+			backoff = 0
+			continue
+		}
+		if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			return
+		}
+		d.counts[cntInReadErrors].Add(1)
+		d.log.Debug("underlay read failed", "counter", countNames[cntInReadErrors], "err", err, "retry_in", backoff)
+		if backoff > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+		backoff = min(max(2*backoff, minReadBackoff), maxReadBackoff)
+	}
+}
+
+// writeFailures is how many of a batch of n packets a TUN write that
+// returned err did not deliver. The TUN layer writes every packet and
+// joins the errors of those that failed (errors.Join), so each joined
+// error is one failed write; a closed device failed them all. A write of
+// packets the TUN layer coalesced (GRO) is one write, so when such a write
+// fails the count is a lower bound.
+func writeFailures(err error, n uint64) uint64 {
+	if errors.Is(err, os.ErrClosed) {
+		return n
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return min(max(uint64(len(j.Unwrap())), 1), n)
+	}
+	return 1
+}
