@@ -8,6 +8,7 @@ import (
 
 	"vnic/ndis"
 	"vnic/oid"
+	"vnic/xfrm"
 )
 
 // errReported ends a command whose failures were already printed.
@@ -25,7 +26,7 @@ func (c *cli) command(args []string) error {
 	case "events":
 		return c.events(args[1:])
 	}
-	return usageErr("unknown command %s", quote(args[0]))
+	return usageErr("unknown command %s", xfrm.QuoteWord(args[0]))
 }
 
 // dial connects to the daemon.
@@ -57,7 +58,7 @@ func (c *cli) do(req, resp any) error {
 
 func noArgs(cmd string, args []string) error {
 	if len(args) > 0 {
-		return usageErr("%s: unexpected argument %s", cmd, quote(args[0]))
+		return usageErr("%s: unexpected argument %s", cmd, xfrm.QuoteWord(args[0]))
 	}
 	return nil
 }
@@ -119,19 +120,19 @@ func (c *cli) sa(args []string) error {
 		}
 		return nil
 	}
-	return usageErr("%s, got %s", saUsage, quote(args[0]))
+	return usageErr("%s, got %s", saUsage, xfrm.QuoteWord(args[0]))
 }
 
 func parseHandle(cmd, s string) (uint64, error) {
-	h, err := parseNum(s, 64)
+	h, err := xfrm.ParseNumber(s, 64)
 	if err != nil || h == 0 {
-		return 0, fmt.Errorf("%s: expected a handle like 3, got %s", cmd, quote(s))
+		return 0, fmt.Errorf("%s: expected a handle like 3, got %s", cmd, xfrm.QuoteWord(s))
 	}
 	return h, nil
 }
 
 func (c *cli) saAdd(words []string) error {
-	b, err := parseSAAdd(words)
+	b, err := xfrm.ParseState(words)
 	if err != nil {
 		return fmt.Errorf("sa add: %w (vnic sa add -h lists the words)", err)
 	}
@@ -198,21 +199,21 @@ func (c *cli) saUpdate(args []string) error {
 		if i+1 >= len(args) {
 			return fmt.Errorf("sa update: %s: expected a number, got nothing", w)
 		}
-		n, err := parseNum(args[i+1], 32)
+		n, err := xfrm.ParseNumber(args[i+1], 32)
 		v := uint32(n)
 		switch w {
 		case "seq-hi", "replay-seq-hi", "replay-oseq-hi":
 			if err != nil {
-				return fmt.Errorf("sa update: %s: expected the high-order 32 bits, a number from 0 to 4294967295, got %s", w, quote(args[i+1]))
+				return fmt.Errorf("sa update: %s: expected the high-order 32 bits, a number from 0 to 4294967295, got %s", w, xfrm.QuoteWord(args[i+1]))
 			}
 			hi = &v
 		case "spi":
 			if err != nil {
-				return fmt.Errorf("sa update: spi: expected a number like 0x1000, got %s", quote(args[i+1]))
+				return fmt.Errorf("sa update: spi: expected a number like 0x1000, got %s", xfrm.QuoteWord(args[i+1]))
 			}
 			spi = &v
 		default:
-			return usageErr("%s; got %s", want, quote(w))
+			return usageErr("%s; got %s", want, xfrm.QuoteWord(w))
 		}
 	}
 	if hi == nil {

@@ -29,6 +29,7 @@ import (
 
 	"vnic/ndis"
 	"vnic/oid"
+	"vnic/xfrm"
 )
 
 const usage = `usage: vnic [--socket PATH | --dev NAME] [--json] COMMAND [ARGS]
@@ -104,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if help {
 		if len(rest) > 1 && rest[0] == "sa" && rest[1] == "add" {
-			fmt.Fprintln(stdout, saAddUsage)
+			fmt.Fprintln(stdout, xfrm.StateUsage)
 		} else {
 			fmt.Fprint(stdout, usage)
 		}
@@ -153,7 +154,7 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 			}
 			if name == "dev" {
 				if strings.ContainsRune(value, '/') {
-					return nil, false, fmt.Errorf("--dev: expected an interface name like vnic0, got %s", quote(value))
+					return nil, false, fmt.Errorf("--dev: expected an interface name like vnic0, got %s", xfrm.QuoteWord(value))
 				}
 				value = oid.SocketPath(value)
 			}
@@ -165,7 +166,7 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 		case "h", "help":
 			help = true
 		default:
-			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all)", quote(a))
+			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all)", xfrm.QuoteWord(a))
 		}
 	}
 	return rest, help, nil

@@ -1,4 +1,4 @@
-package main
+package xfrm
 
 import (
 	"bytes"
@@ -16,12 +16,12 @@ import (
 // digits in a row.
 var hexRun = regexp.MustCompile(`[0-9a-fA-F]{16}`)
 
-// FuzzParseSAAdd feeds arbitrary word lists to the `sa add` parser: it
+// FuzzParseState feeds arbitrary word lists to the `sa add` parser: it
 // must not panic, must either fail with a message or build a bundle with
 // one SecAssoc that the daemon reads back unchanged (checkSentAsIs), and
 // must never quote in an error a word holding a run of hex digits long
-// enough to be a key. Seeds: testdata/fuzz/FuzzParseSAAdd.
-func FuzzParseSAAdd(f *testing.F) {
+// enough to be a key. Seeds: testdata/fuzz/FuzzParseState.
+func FuzzParseState(f *testing.F) {
 	key := "0x" + strings.Repeat("7e", 20)
 	for _, s := range []string{
 		"dir out src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1000 mode tunnel aead rfc4106(gcm(aes)) " + key + " 128",
@@ -36,7 +36,7 @@ func FuzzParseSAAdd(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		b, err := parseSAAdd(testutil.Words(line))
+		b, err := ParseState(testutil.Words(line))
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error message")

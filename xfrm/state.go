@@ -1,4 +1,11 @@
-package main
+// Package xfrm is the vocabulary of `ip xfrm state add`: it turns the
+// words a person types (dir, src, dst, spi, mode, aead, enc, auth-trunc,
+// encap, replay-window, flag esn, limit, sel, ...) into the SA bundle the
+// OID channel takes, with algorithm names, key lengths and ICV sizes from
+// algo.Catalogue. What the words alone can say is checked here, in their
+// own terms (a name, a number, a unit, a word that needs another); the
+// daemon checks the SA itself and answers with the reason.
+package xfrm
 
 import (
 	"errors"
@@ -13,9 +20,10 @@ import (
 	"vnic/oid"
 )
 
-// The `vnic sa add` words follow `ip xfrm state add` where it has a word
-// for the thing, plus vnic's own (dir, sel, pair, allow-legacy).
-const saAddUsage = `vnic sa add dir in|out [src ADDR] [dst ADDR] [proto esp] spi SPI [mode tunnel|transport]
+// StateUsage is the usage of `vnic sa add`. Its words follow `ip xfrm
+// state add` where it has a word for the thing, plus vnic's own (dir, sel,
+// pair, allow-legacy).
+const StateUsage = `vnic sa add dir in|out [src ADDR] [dst ADDR] [proto esp] spi SPI [mode tunnel|transport]
     ALGORITHM [encap espinudp SPORT DPORT 0.0.0.0 [nat-keepalive-interval SECONDS]]
     [replay-window N] [flag esn]
     [seq-hi N] [replay-oseq N | replay-seq N | seq N] [limit NAME N]...
@@ -62,10 +70,10 @@ type algWords struct {
 	bits uint64 // ICV or truncation bits; 0 for the default
 }
 
-// parseSAAdd turns `vnic sa add` words into an SA bundle. Its errors
+// ParseState turns `vnic sa add` words into an SA bundle. Its errors
 // name the word that is wrong and what was expected; they never quote a
 // key.
-func parseSAAdd(words []string) (oid.SA, error) {
+func ParseState(words []string) (oid.SA, error) {
 	p := &saAdd{words: words, seen: map[string]bool{}}
 	if err := p.parse(); err != nil {
 		return oid.SA{}, err
@@ -162,7 +170,7 @@ func (p *saAdd) parse() error {
 			if ignoredWords[w] {
 				return fmt.Errorf("%s is an ip xfrm word that vnic does not use: remove it", strconv.Quote(w))
 			}
-			return fmt.Errorf("unknown word %s: expected %s", quote(w), wordList)
+			return fmt.Errorf("unknown word %s: expected %s", QuoteWord(w), wordList)
 		}
 		if err != nil {
 			return err
@@ -183,7 +191,7 @@ func (p *saAdd) direction() error {
 		p.dir = v
 		return nil
 	}
-	return fmt.Errorf("dir: expected in or out, got %s", quote(v))
+	return fmt.Errorf("dir: expected in or out, got %s", QuoteWord(v))
 }
 
 func (p *saAdd) endpoint(word string) error {
@@ -199,7 +207,7 @@ func (p *saAdd) endpoint(word string) error {
 	}
 	a, err := netip.ParseAddr(v)
 	if err != nil || a.Zone() != "" {
-		return fmt.Errorf("%s: expected an IP address like 192.0.2.1, got %s", word, quote(v))
+		return fmt.Errorf("%s: expected an IP address like 192.0.2.1, got %s", word, QuoteWord(v))
 	}
 	if word == "src" {
 		p.sa.SrcAddr = a.String()
@@ -224,7 +232,7 @@ func (p *saAdd) proto() error {
 		// The daemon refuses AH with NDIS_STATUS_NOT_SUPPORTED.
 		p.saAssoc().Operation = uint32(ndis.OperationAH)
 	default:
-		return fmt.Errorf("proto: expected esp, got %s", quote(v))
+		return fmt.Errorf("proto: expected esp, got %s", QuoteWord(v))
 	}
 	return nil
 }
@@ -245,9 +253,9 @@ func (p *saAdd) spi() error {
 	if err != nil {
 		return err
 	}
-	n, err := parseNum(v, 32)
+	n, err := ParseNumber(v, 32)
 	if err != nil {
-		return fmt.Errorf("spi: expected a number like 0x1000, got %s", quote(v))
+		return fmt.Errorf("spi: expected a number like 0x1000, got %s", QuoteWord(v))
 	}
 	p.saAssoc().Spi = uint32(n)
 	return nil
@@ -262,7 +270,7 @@ func (p *saAdd) modeWord() error {
 		return err
 	}
 	if v != "tunnel" && v != "transport" {
-		return fmt.Errorf("mode: expected tunnel or transport, got %s", quote(v))
+		return fmt.Errorf("mode: expected tunnel or transport, got %s", QuoteWord(v))
 	}
 	p.mode = v
 	return nil
@@ -278,7 +286,7 @@ func (p *saAdd) algorithm(word string) error {
 		return err
 	}
 	if looksLikeKey(a.name) {
-		return fmt.Errorf("%s: expected an algorithm name before the key, got %s", word, quote(a.name))
+		return fmt.Errorf("%s: expected an algorithm name before the key, got %s", word, QuoteWord(a.name))
 	}
 	keyWord := word + " " + a.name + " key"
 	k, ok := p.next()
@@ -297,8 +305,8 @@ func (p *saAdd) algorithm(word string) error {
 		if err != nil {
 			return err
 		}
-		if a.bits, err = parseNum(v, 16); err != nil || a.bits == 0 || a.bits%8 != 0 {
-			return fmt.Errorf("%s %s: expected %s (a multiple of 8), got %s", word, a.name, what, quote(v))
+		if a.bits, err = ParseNumber(v, 16); err != nil || a.bits == 0 || a.bits%8 != 0 {
+			return fmt.Errorf("%s %s: expected %s (a multiple of 8), got %s", word, a.name, what, QuoteWord(v))
 		}
 	}
 	switch word {
@@ -328,7 +336,7 @@ func (p *saAdd) encapWord() error {
 	case "espinudp-nonike", "espintcp":
 		return fmt.Errorf("encap: %s is not supported: use espinudp (RFC 3948)", v)
 	default:
-		return fmt.Errorf("encap: expected espinudp, got %s", quote(v))
+		return fmt.Errorf("encap: expected espinudp, got %s", QuoteWord(v))
 	}
 	var ports [2]uint16
 	for i, name := range []string{"source port", "destination port"} {
@@ -336,9 +344,9 @@ func (p *saAdd) encapWord() error {
 		if err != nil {
 			return err
 		}
-		n, err := parseNum(v, 16)
+		n, err := ParseNumber(v, 16)
 		if err != nil || n == 0 {
-			return fmt.Errorf("encap espinudp: expected the %s, a number from 1 to 65535 like 4500, got %s", name, quote(v))
+			return fmt.Errorf("encap espinudp: expected the %s, a number from 1 to 65535 like 4500, got %s", name, QuoteWord(v))
 		}
 		ports[i] = uint16(n)
 	}
@@ -347,7 +355,7 @@ func (p *saAdd) encapWord() error {
 		return err
 	}
 	if _, err := netip.ParseAddr(v); err != nil {
-		return fmt.Errorf("encap espinudp: expected the original address, like 0.0.0.0, got %s", quote(v))
+		return fmt.Errorf("encap espinudp: expected the original address, like 0.0.0.0, got %s", QuoteWord(v))
 	}
 	p.encap = true
 	p.ext.UDP, p.hasExt = &oid.UDPPorts{SPort: ports[0], DPort: ports[1]}, true
@@ -364,9 +372,9 @@ func (p *saAdd) keepaliveWord() error {
 	if err != nil {
 		return err
 	}
-	n, err := parseNum(v, 32)
+	n, err := ParseNumber(v, 32)
 	if err != nil || n == 0 {
-		return fmt.Errorf("nat-keepalive-interval: expected seconds, a number from 1 to 86400 like 20, got %s", quote(v))
+		return fmt.Errorf("nat-keepalive-interval: expected seconds, a number from 1 to 86400 like 20, got %s", QuoteWord(v))
 	}
 	p.keepalive = uint32(n)
 	return nil
@@ -380,9 +388,9 @@ func (p *saAdd) replayWindow() error {
 	if err != nil {
 		return err
 	}
-	n, err := parseNum(v, 31)
+	n, err := ParseNumber(v, 31)
 	if err != nil {
-		return fmt.Errorf("replay-window: expected a window size in packets, like 128 (0 turns replay protection off), got %s", quote(v))
+		return fmt.Errorf("replay-window: expected a window size in packets, like 128 (0 turns replay protection off), got %s", QuoteWord(v))
 	}
 	w := int(n)
 	p.ext.ReplayWindow, p.hasExt = &w, true
@@ -407,7 +415,7 @@ func (p *saAdd) flags() error {
 		case xfrmFlags[v]:
 			return fmt.Errorf("flag %s: not supported by vnic; the flag vnic takes is esn", v)
 		default:
-			return fmt.Errorf("flag: expected esn, got %s", quote(v))
+			return fmt.Errorf("flag: expected esn, got %s", QuoteWord(v))
 		}
 		if !xfrmFlags[p.peek()] {
 			return nil
@@ -424,9 +432,9 @@ func (p *saAdd) seq(word string) error {
 	if err != nil {
 		return err
 	}
-	n, err := parseNum(v, 32)
+	n, err := ParseNumber(v, 32)
 	if err != nil {
-		return fmt.Errorf("%s: expected a sequence number from 0 to 4294967295, got %s", word, quote(v))
+		return fmt.Errorf("%s: expected a sequence number from 0 to 4294967295, got %s", word, QuoteWord(v))
 	}
 	if word == "replay-oseq" {
 		// ip xfrm's replay-oseq is the last number sent; vnic's
@@ -445,9 +453,9 @@ func (p *saAdd) seqHi(word string) error {
 	if err != nil {
 		return err
 	}
-	n, err := parseNum(v, 32)
+	n, err := ParseNumber(v, 32)
 	if err != nil {
-		return fmt.Errorf("%s: expected the high-order 32 bits of the sequence number, a number from 0 to 4294967295, got %s", word, quote(v))
+		return fmt.Errorf("%s: expected the high-order 32 bits of the sequence number, a number from 0 to 4294967295, got %s", word, QuoteWord(v))
 	}
 	p.saAssoc().SequenceNumberHighOrder = uint32(n)
 	return nil
@@ -471,7 +479,7 @@ func (p *saAdd) limits() error {
 	l := p.ext.Lifetime
 	for {
 		if !limitNames[name] {
-			return fmt.Errorf("limit: expected %s, got %s", limitList, quote(name))
+			return fmt.Errorf("limit: expected %s, got %s", limitList, QuoteWord(name))
 		}
 		if name == "time-use-soft" || name == "time-use-hard" {
 			return fmt.Errorf("limit %s: not supported by vnic; use time-soft or time-hard (seconds since the SA was added)", name)
@@ -483,9 +491,9 @@ func (p *saAdd) limits() error {
 		if err != nil {
 			return err
 		}
-		n, err := parseNum(v, 64)
+		n, err := ParseNumber(v, 64)
 		if err != nil {
-			return fmt.Errorf("limit %s: expected a number, got %s", name, quote(v))
+			return fmt.Errorf("limit %s: expected a number, got %s", name, QuoteWord(v))
 		}
 		switch name {
 		case "byte-soft":
@@ -559,9 +567,9 @@ func (p *saAdd) selector() error {
 			if err != nil {
 				return err
 			}
-			port, err := parseNum(v, 16)
+			port, err := ParseNumber(v, 16)
 			if err != nil {
-				return fmt.Errorf("%s: expected a port number from 0 to 65535, got %s", word, quote(v))
+				return fmt.Errorf("%s: expected a port number from 0 to 65535, got %s", word, QuoteWord(v))
 			}
 			if w == "sport" {
 				s.SPort = uint16(port)
@@ -578,12 +586,12 @@ func (p *saAdd) selector() error {
 func checkPrefix(v string) error {
 	if strings.Contains(v, "/") {
 		if _, err := netip.ParsePrefix(v); err != nil {
-			return fmt.Errorf("expected a prefix like 10.0.0.0/24, got %s", quote(v))
+			return fmt.Errorf("expected a prefix like 10.0.0.0/24, got %s", QuoteWord(v))
 		}
 		return nil
 	}
 	if _, err := netip.ParseAddr(v); err != nil {
-		return fmt.Errorf("expected a prefix like 10.0.0.0/24, got %s", quote(v))
+		return fmt.Errorf("expected a prefix like 10.0.0.0/24, got %s", QuoteWord(v))
 	}
 	return nil
 }
@@ -596,9 +604,9 @@ func (p *saAdd) pair() error {
 	if err != nil {
 		return err
 	}
-	h, err := parseNum(v, 64)
+	h, err := ParseNumber(v, 64)
 	if err != nil || h == 0 {
-		return fmt.Errorf("pair: expected the handle of the opposite-direction SA, like 3, got %s", quote(v))
+		return fmt.Errorf("pair: expected the handle of the opposite-direction SA, like 3, got %s", QuoteWord(v))
 	}
 	p.ext.Pair, p.hasExt = h, true
 	return nil
@@ -669,7 +677,7 @@ func (p *saAdd) bundle() (oid.SA, error) {
 		a := p.aead
 		as := catalogued(a.name, isAEAD)
 		if len(as) == 0 {
-			return oid.SA{}, fmt.Errorf("aead: expected %s, got %s", offered(isAEAD), quote(a.name))
+			return oid.SA{}, fmt.Errorf("aead: expected %s, got %s", offered(isAEAD), QuoteWord(a.name))
 		}
 		alg, err := byKeyLen(a, as)
 		if err != nil {
@@ -710,7 +718,7 @@ func (p *saAdd) bundle() (oid.SA, error) {
 		a := p.auth
 		as := catalogued(a.name, isHMAC)
 		if len(as) == 0 {
-			return oid.SA{}, fmt.Errorf("%s: expected %s, got %s", a.word, offered(isHMAC), quote(a.name))
+			return oid.SA{}, fmt.Errorf("%s: expected %s, got %s", a.word, offered(isHMAC), QuoteWord(a.name))
 		}
 		alg := as[0]
 		bits := a.bits
@@ -779,7 +787,7 @@ func byKeyLen(a *algWords, as []algo.Algorithm) (algo.Algorithm, error) {
 func encAlgorithm(a *algWords) (uint32, error) {
 	as := catalogued(a.name, isEnc)
 	if len(as) == 0 {
-		return 0, fmt.Errorf("enc: expected %s, got %s", offered(isEnc), quote(a.name))
+		return 0, fmt.Errorf("enc: expected %s, got %s", offered(isEnc), QuoteWord(a.name))
 	}
 	if as[0].KeyLen == 0 {
 		if len(a.key) != 0 {
@@ -802,9 +810,9 @@ func joinOr(s []string) string {
 	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
 }
 
-// parseNum reads a decimal number, or a hex one with 0x, of at most bits
+// ParseNumber reads a decimal number, or a hex one with 0x, of at most bits
 // bits.
-func parseNum(s string, bits int) (uint64, error) {
+func ParseNumber(s string, bits int) (uint64, error) {
 	if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
 		return strconv.ParseUint(s[2:], 16, bits)
 	}
@@ -855,10 +863,10 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// quote quotes a word in an error, shortened; a word holding a run of 16
+// QuoteWord quotes a word in an error, shortened; a word holding a run of 16
 // or more hex digits, which may be a key in the wrong place, is described
 // and not shown.
-func quote(s string) string {
+func QuoteWord(s string) string {
 	if looksLikeKey(s) {
 		return fmt.Sprintf("a word of %d characters (not shown: it may hold a key)", len(s))
 	}

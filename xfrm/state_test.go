@@ -1,4 +1,4 @@
-package main
+package xfrm
 
 import (
 	"encoding/hex"
@@ -32,7 +32,7 @@ func quotesKey(s string) bool {
 	return false
 }
 
-func TestParseSAAddGood(t *testing.T) {
+func TestParseStateGood(t *testing.T) {
 	base := "dir out src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1000 mode tunnel "
 	tests := []struct {
 		name  string
@@ -100,9 +100,9 @@ func TestParseSAAddGood(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := parseSAAdd(saWords(tt.line))
+			b, err := ParseState(saWords(tt.line))
 			if err != nil {
-				t.Fatalf("parseSAAdd: %v", err)
+				t.Fatalf("ParseState: %v", err)
 			}
 			js, _ := json.Marshal(b)
 			for _, w := range tt.want {
@@ -126,7 +126,7 @@ func TestParseSAAddGood(t *testing.T) {
 	}
 }
 
-func TestParseSAAddBad(t *testing.T) {
+func TestParseStateBad(t *testing.T) {
 	gcm := " aead rfc4106(gcm(aes)) 0xKEY20 128"
 	base := "dir out dst 192.0.2.2 spi 0x1000"
 	tests := []struct {
@@ -203,7 +203,7 @@ func TestParseSAAddBad(t *testing.T) {
 		{base + gcm + " allow-legacy allow-legacy", `allow-legacy: given twice`},
 	}
 	for _, tt := range tests {
-		_, err := parseSAAdd(saWords(tt.line))
+		_, err := ParseState(saWords(tt.line))
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("%s:\n got %v\nwant %s", tt.line, err, tt.want)
 		}
