@@ -18,14 +18,14 @@ import (
 // the cipher key followed by the 4-byte salt (RFC 4106 §8.1, RFC 4543 §3.2,
 // RFC 7634 §4), as in `ip xfrm`.
 type Spec struct {
-	Encryption    ndis.EncryptionID
-	EncryptionKey []byte
+	Encryption        ndis.EncryptionID
+	Authentication    ndis.AuthenticationID
+	EncryptionKey     []byte
+	AuthenticationKey []byte
 	// ICVLen is the AES-GCM ICV length in bytes: 8, 12 or 16 (0 means 16).
 	// It is the AdditionalInfo of the NDIS algorithm info. Other
 	// algorithms have a fixed ICV and require 0 or that length.
-	ICVLen            int
-	Authentication    ndis.AuthenticationID
-	AuthenticationKey []byte
+	ICVLen int
 	// ESN puts the high-order 32 bits of the sequence number into the
 	// integrity check.
 	ESN bool

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"vnic/internal/testutil"
@@ -140,8 +141,8 @@ func TestTruncatedGCMTagIsPrefix(t *testing.T) {
 	}
 	p1, _ := espPacket(full, 32, 0)
 	p2, _ := espPacket(short, 32, 0)
-	full.(sealer).sealIV(p1, testESP, 9, iv)
-	short.(sealer).sealIV(p2, testESP, 9, iv)
+	built(full).(sealer).sealIV(p1, testESP, 9, iv)
+	built(short).(sealer).sealIV(p2, testESP, 9, iv)
 	if !bytes.Equal(p1[:len(p2)], p2) {
 		t.Fatalf("8-byte ICV packet is not the 16-byte one truncated:\n%x\n%x", p1, p2)
 	}
@@ -184,23 +185,68 @@ func TestNewRefuses(t *testing.T) {
 	}
 }
 
+// built returns the key schedule of a Cipher from New, building it.
+func built(c Cipher) Cipher { return c.(*lazyCipher).cipher() }
+
+// TestWipe: Wipe clears the keys New copied and those of the key schedule
+// built from them, and a wiped Cipher refuses to work.
 func TestWipe(t *testing.T) {
 	s := specs()["gcm128"]
 	c, _ := New(s)
-	a := c.(*aeadCipher)
+	a := built(c).(*aeadCipher)
 	c.Wipe()
-	for _, b := range append(a.key, a.salt[:]...) {
+	for _, b := range append(append(a.key, a.salt[:]...), c.(*lazyCipher).spec.EncryptionKey...) {
 		if b != 0 {
-			t.Fatalf("key not wiped: %x %x", a.key, a.salt)
+			t.Fatalf("key not wiped: %x %x %x", a.key, a.salt, c.(*lazyCipher).spec.EncryptionKey)
 		}
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Seal with a wiped Cipher did not panic")
+			}
+		}()
+		pkt := make([]byte, 128)
+		c.Seal(pkt, 20, 1)
+	}()
 	s = specs()["cbc128-sha1"]
 	c, _ = New(s)
-	h := c.(*hmacCipher)
+	h := built(c).(*hmacCipher)
 	c.Wipe()
-	for _, b := range h.macKey {
+	for _, b := range append(h.macKey, c.(*lazyCipher).spec.AuthenticationKey...) {
 		if b != 0 {
-			t.Fatalf("MAC key not wiped: %x", h.macKey)
+			t.Fatalf("MAC key not wiped: %x %x", h.macKey, c.(*lazyCipher).spec.AuthenticationKey)
+		}
+	}
+	// Never used: wiped without ever being built.
+	c, _ = New(s)
+	c.Wipe()
+	if b := c.(*lazyCipher).built.Load(); b != wiped {
+		t.Error("a Cipher wiped before its first packet can still build its key schedule")
+	}
+}
+
+// TestLazyKeySchedule: New builds no key schedule; the first packet does,
+// once, even when many packets race to it, and all of them use the same.
+func TestLazyKeySchedule(t *testing.T) {
+	c, err := New(specs()["gcm128"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.(*lazyCipher)
+	if l.built.Load() != nil {
+		t.Fatal("New built the key schedule")
+	}
+	var wg sync.WaitGroup
+	got := make([]Cipher, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i] = l.cipher() }()
+	}
+	wg.Wait()
+	for i := range got {
+		if got[i] != got[0] || got[i] == nil {
+			t.Fatalf("packets used different key schedules: %p %p", got[i], got[0])
 		}
 	}
 }

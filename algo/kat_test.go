@@ -510,7 +510,7 @@ func TestKATAEAD(t *testing.T) {
 				copy(body, d.packet[:8]) // SPI || seq: the engine's job
 				copy(body[ptStart:], d.pt)
 				pkt := katPacket(esp, body, katTail)
-				c.(katSealer).sealIV(pkt, esp, d.seq, d.iv)
+				built(c).(katSealer).sealIV(pkt, esp, d.seq, d.iv)
 				if got := pkt[esp:]; !bytes.Equal(got, d.packet) {
 					t.Errorf("esp=%d: sealed packet\n got %x\nwant %x", esp, got, d.packet)
 				}
@@ -594,7 +594,7 @@ func TestKATGCMTruncatedICV(t *testing.T) {
 					copy(body, want[:8])
 					copy(body[16:], d.pt)
 					pkt := katPacket(esp, body, tail)
-					c.(katSealer).sealIV(pkt, esp, d.seq, d.iv)
+					built(c).(katSealer).sealIV(pkt, esp, d.seq, d.iv)
 					if got := pkt[esp:]; !bytes.Equal(got, want) {
 						t.Errorf("sealed packet\n got %x\nwant %x", got, want)
 					}
@@ -737,7 +737,7 @@ func TestKATHMAC(t *testing.T) {
 						if seal == "Seal" {
 							c.Seal(pkt, esp, seq)
 						} else {
-							c.(katSealer).sealIV(pkt, esp, seq, nil)
+							built(c).(katSealer).sealIV(pkt, esp, seq, nil)
 						}
 						if got := pkt[esp:]; !bytes.Equal(got, want) {
 							t.Errorf("esp=%d seq=%#x %s: packet\n got %x\nwant %x", esp, seq, seal, got, want)
@@ -788,7 +788,7 @@ func TestKATHMACESN(t *testing.T) {
 				want := append(append([]byte(nil), katHiThere...), wantICV...)
 				const esp = 16
 				pkt := katPacket(esp, append(append([]byte(nil), katHiThere...), make([]byte, v.icv)...), katTail)
-				c.(katSealer).sealIV(pkt, esp, seq, nil)
+				built(c).(katSealer).sealIV(pkt, esp, seq, nil)
 				if got := pkt[esp:]; !bytes.Equal(got, want) {
 					t.Errorf("hi=%#x: packet\n got %x\nwant %x", hi, got, want)
 				}
@@ -889,7 +889,7 @@ func TestKATAESCBC(t *testing.T) {
 					copy(body, hdr)
 					copy(body[24:], pt)
 					pkt := katPacket(esp, body, katTail)
-					c.(katSealer).sealIV(pkt, esp, seq, iv)
+					built(c).(katSealer).sealIV(pkt, esp, seq, iv)
 					if got := pkt[esp:]; !bytes.Equal(got, want) {
 						t.Errorf("esp=%d: sealed packet\n got %x\nwant %x", esp, got, want)
 					}

@@ -74,10 +74,20 @@ func unsupported(format string, args ...any) error {
 	return ndis.Errorf(ndis.StatusNotSupported, format, args...)
 }
 
-// New validates s and returns its Cipher, with copies of the keys. Errors
-// are *ndis.Error values with NDIS_STATUS_NOT_SUPPORTED (legacy or unknown
-// algorithms) or NDIS_STATUS_INVALID_PARAMETER (key or ICV lengths).
+// New validates s and returns its Cipher, with copies of the keys; the key
+// schedule is built on the first Seal or Open. Errors are *ndis.Error
+// values with NDIS_STATUS_NOT_SUPPORTED (legacy or unknown algorithms) or
+// NDIS_STATUS_INVALID_PARAMETER (key or ICV lengths).
 func New(s Spec) (Cipher, error) {
+	c, err := build(s)
+	if err != nil {
+		return nil, err
+	}
+	return newLazy(s, c), nil
+}
+
+// build validates s and returns its Cipher with its key schedule built.
+func build(s Spec) (Cipher, error) {
 	enc, _ := EncryptionAlgorithm(s.Encryption)
 	auth, _ := AuthenticationAlgorithm(s.Authentication)
 	switch {

@@ -112,9 +112,7 @@ type Device struct {
 	errMu   sync.Mutex
 	errSeen map[errKey]*errState
 
-	// keepalives is the NAT keepalive state of outbound ESP-in-UDP SAs;
-	// only the timer loop uses it.
-	keepalives map[sadb.Handle]*keepalive
+	timers timers
 
 	// work carries ranges of packets to the crypto workers.
 	work chan cryptoRange
@@ -123,20 +121,22 @@ type Device struct {
 // New returns a device over tun and bind, with an empty SA table. The
 // device owns tun and bind from now on: Run closes them when it ends.
 func New(tun TUN, bind Bind, cfg Config, log *slog.Logger) *Device {
-	d := newDevice(sadb.New(cfg.Table), &event.Bus{}, cfg, log)
+	d := newDevice(cfg, log)
 	d.tun, d.bind = tun, bind
 	return d
 }
 
-// newDevice returns a device over table that publishes on bus, with no
-// TUN or Bind yet: tests run its loops one by one.
-func newDevice(table *sadb.Table, bus *event.Bus, cfg Config, log *slog.Logger) *Device {
+// newDevice returns a device with an empty SA table and no TUN or Bind
+// yet: tests run its loops one by one.
+func newDevice(cfg Config, log *slog.Logger) *Device {
 	if cfg.CryptoEventInterval == 0 {
 		cfg.CryptoEventInterval = time.Second
 	}
-	return &Device{cfg: cfg, log: log, table: table, bus: bus, gen: newGeneration(),
-		errSeen: map[errKey]*errState{}, keepalives: map[sadb.Handle]*keepalive{},
-		work: make(chan cryptoRange, 4*cfg.CryptoWorkers)}
+	d := &Device{cfg: cfg, log: log, bus: &event.Bus{}, gen: newGeneration(),
+		errSeen: map[errKey]*errState{}, work: make(chan cryptoRange, 4*cfg.CryptoWorkers)}
+	cfg.Table.OnAdd = d.saAdded
+	d.table = sadb.New(cfg.Table)
+	return d
 }
 
 // Run runs the device's loops until ctx ends or the TUN device fails,

@@ -70,9 +70,14 @@ func newPeer() *peer { return newPeerTable(sadb.TableConfig{Capacity: 16}) }
 
 // newPeerTable is newPeer with a table built with cfg.
 func newPeerTable(cfg sadb.TableConfig) *peer {
-	p := &peer{table: sadb.New(cfg), bus: &event.Bus{}, tun: tuntest.NewChannelTUN()}
-	p.dev = newDevice(p.table, p.bus, Config{CryptoEventInterval: time.Hour}, quiet)
+	p := &peer{tun: tuntest.NewChannelTUN()}
+	p.setDevice(newDevice(Config{Table: cfg, CryptoEventInterval: time.Hour}, quiet))
 	return p
+}
+
+// setDevice makes d p's device.
+func (p *peer) setDevice(d *Device) {
+	p.dev, p.table, p.bus = d, d.Table(), d.Events()
 }
 
 func mustAdd(t *testing.T, tab *sadb.Table, cfgs ...sadb.Config) []sadb.Handle {
@@ -168,7 +173,7 @@ func TestDeviceCryptoErrorsCountedAndReported(t *testing.T) {
 	if st["CRYPTO_TUNNEL_ESP_AUTH_FAILED"] != 3 || st["InPackets"] != 0 {
 		t.Errorf("stats %v", st)
 	}
-	if got := b.table.Get(hi).Counters.Drops[sadb.InStateProtoError].Load(); got != 3 {
+	if got := b.table.Get(hi).Counters.Dropped(sadb.InStateProtoError); got != 3 {
 		t.Errorf("per-SA drops %d", got)
 	}
 	select {
@@ -197,7 +202,7 @@ func TestDeviceCryptoErrorBurstReported(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeer(), newPeer()
-	b.dev = newDevice(b.table, b.bus, Config{CryptoEventInterval: interval}, quiet)
+	b.setDevice(newDevice(Config{Table: sadb.TableConfig{Capacity: 16}, CryptoEventInterval: interval}, quiet))
 	sub := b.bus.Subscribe()
 	defer sub.Close()
 	w, _, hi := link(t, ctx, a, b, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})
@@ -436,7 +441,7 @@ func (w *oddWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
 func TestDeviceCountsPartialSend(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e := newDevice(sadb.New(sadb.TableConfig{Capacity: 4}), &event.Bus{}, Config{}, quiet)
+	e := newDevice(Config{Table: sadb.TableConfig{Capacity: 4}}, quiet)
 	h := mustAdd(t, e.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x600, Algo: gcm128(),
 		Direction: sadb.Outbound, Encap: sadb.Encap{UDP: true}})[0]
 	dev, w := newBatchTUN(), &oddWire{}

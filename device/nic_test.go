@@ -266,7 +266,7 @@ func TestReadErrorsBackOff(t *testing.T) {
 		delivered.Add(1)
 		return nil
 	}
-	d := newDevice(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, Config{}, quiet)
+	d := newDevice(Config{Table: sadb.TableConfig{Capacity: 1}}, quiet)
 	d.tun = nullTUN{}
 	done := make(chan struct{})
 	go func() { defer close(done); d.runInbound(ctx, recv) }()

@@ -15,7 +15,6 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"vnic/algo"
-	"vnic/event"
 	"vnic/internal/packettest"
 	"vnic/internal/testutil"
 	"vnic/ipfrag"
@@ -72,8 +71,8 @@ type wireRecord struct {
 
 // parallelPeer is an engine with crypto workers running.
 func parallelPeer(ctx context.Context, workers int) *peer {
-	p := &peer{table: sadb.New(sadb.TableConfig{Capacity: 16}), bus: &event.Bus{}}
-	p.dev = newDevice(p.table, p.bus, Config{CryptoEventInterval: time.Hour, CryptoWorkers: workers}, quiet)
+	p := &peer{}
+	p.setDevice(newDevice(Config{Table: sadb.TableConfig{Capacity: 16}, CryptoEventInterval: time.Hour, CryptoWorkers: workers}, quiet))
 	go p.dev.runCrypto(ctx)
 	return p
 }
@@ -245,7 +244,7 @@ func TestParallelExhaustion(t *testing.T) {
 // but not running still finishes every batch (it runs the ranges it handed
 // over itself), so a stopping engine never hangs.
 func TestCryptAllWithoutWorkers(t *testing.T) {
-	e := newDevice(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, Config{CryptoWorkers: 3}, quiet)
+	e := newDevice(Config{Table: sadb.TableConfig{Capacity: 1}, CryptoWorkers: 3}, quiet)
 	b := &countBatch{n: make([]int, 100)}
 	var wg sync.WaitGroup
 	e.cryptAll(b, len(b.n), &wg)
@@ -342,7 +341,7 @@ func TestDeviceBatchNoAllocs(t *testing.T) {
 // SPI reaches the device with valid checksums (the underlay rebuilds its
 // headers without them), so that the kernel takes it.
 func TestPassUpFixesChecksums(t *testing.T) {
-	e := newDevice(sadb.New(sadb.TableConfig{Capacity: 1}), &event.Bus{}, Config{PassUnknownSPI: true}, quiet)
+	e := newDevice(Config{Table: sadb.TableConfig{Capacity: 1}, PassUnknownSPI: true}, quiet)
 	dev := newBatchTUN()
 	rx := e.newReceiver(dev)
 	for _, tc := range []struct{ src, dst netip.Addr }{{v4a, v4b}, {v6a, v6b}} {
@@ -492,7 +491,7 @@ func TestDeviceTransportFragments(t *testing.T) {
 	packettest.SetIPv4Checksum(over)
 	devA.in <- [][]byte{over}
 	waitFor(t, func() bool { return a.dev.Stats()["VnicOutFragInvalid"] == 3 })
-	if n := a.table.Get(hOut).Counters.Drops[sadb.OutFragInvalid].Load(); n != 3 {
+	if n := a.table.Get(hOut).Counters.Dropped(sadb.OutFragInvalid); n != 3 {
 		t.Errorf("the SA counted %d VnicOutFragInvalid, want 3", n)
 	}
 

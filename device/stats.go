@@ -72,7 +72,7 @@ func (d *Device) dropN(oe *offload.Error, n uint64) {
 // sa, and logs them at debug.
 func (d *Device) dropOnSA(sa *sadb.SA, oe *offload.Error, n uint64) {
 	d.drops[oe.Reason].Add(n)
-	sa.Counters.Drops[oe.Reason].Add(n)
+	sa.Counters.Drop(oe.Reason, n)
 	d.logDrop(sa, oe, n)
 }
 
@@ -98,7 +98,7 @@ func (d *Device) drop(sa *sadb.SA, err error) {
 		d.crypto[oe.Crypto].Add(1)
 	}
 	if sa != nil {
-		sa.Counters.Drops[oe.Reason].Add(1)
+		sa.Counters.Drop(oe.Reason, 1)
 		if oe.Reason < sadb.OutError && oe != offload.ErrDummy {
 			d.cryptoEvent(sa, oe)
 		}

@@ -2,6 +2,7 @@ package device
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func TestNATKeepalives(t *testing.T) {
 		src, dst netip.Addr
 	}{{"v4", v4a, v4b}, {"v6", v6a, v6b}} {
 		t.Run(fam.name, func(t *testing.T) {
-			e := newDevice(sadb.New(sadb.TableConfig{Capacity: 8}), &event.Bus{}, Config{}, quiet)
+			e := newDevice(Config{Table: sadb.TableConfig{Capacity: 8}}, quiet)
 			udp := sadb.Encap{UDP: true, DstPort: 31000, KeepaliveInterval: 5 * time.Second}
 			out := sadb.Config{Mode: sadb.Tunnel, Src: fam.src, Dst: fam.dst, SPI: 0x700, Algo: gcm128(), Direction: sadb.Outbound, Encap: udp}
 			plainUDP := out
@@ -51,7 +52,7 @@ func TestNATKeepalives(t *testing.T) {
 			at := func(sec int, want int, what string) {
 				t.Helper()
 				before := len(w.pkts)
-				e.natKeepalives(t0.Add(time.Duration(sec)*time.Second), w)
+				e.tick(t0.Add(time.Duration(sec)*time.Second), w)
 				if got := len(w.pkts) - before; got != want {
 					t.Fatalf("t=%ds (%s): %d keepalives, want %d", sec, what, got, want)
 				}
@@ -70,8 +71,8 @@ func TestNATKeepalives(t *testing.T) {
 			}
 			e.table.Delete([]sadb.Handle{sa.Handle})
 			at(30, 0, "SA deleted")
-			if len(e.keepalives) != 0 {
-				t.Errorf("state of %d SAs kept after deletion", len(e.keepalives))
+			if len(e.timers.keepalives) != 0 {
+				t.Errorf("state of %d SAs kept after deletion", len(e.timers.keepalives))
 			}
 
 			// What went: a keepalive to the SA's peer port, from its own.
@@ -90,5 +91,72 @@ func TestNATKeepalives(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTimeLifetimes drives the timers with chosen times: the soft lifetime
+// event comes at SoftAdd after the SA was added, the hard one (with
+// SaDeleteReq) at HardAdd, each once; a deleted SA raises none; and SAs
+// without time lifetimes or keepalives cost the timers nothing: they are
+// never on the heap nor among the keepalive SAs.
+func TestTimeLifetimes(t *testing.T) {
+	e := newDevice(Config{Table: sadb.TableConfig{Capacity: 2000}}, quiet)
+	sub := e.bus.Subscribe()
+	defer sub.Close()
+	lt := sadb.Lifetime{SoftAdd: 10 * time.Second, HardAdd: 20 * time.Second}
+	timed := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x800, Algo: gcm128(), Direction: sadb.Outbound,
+		Lifetime: lt}
+	gone := timed
+	gone.SPI = 0x801
+	hs := mustAdd(t, e.table, timed, gone)
+	var plain []sadb.Config
+	for i := range 1000 {
+		plain = append(plain, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: uint32(0x1000 + i), Algo: gcm128(),
+			Direction: sadb.Inbound, ReplayWindow: 64})
+	}
+	mustAdd(t, e.table, plain...)
+	e.table.Delete([]sadb.Handle{hs[1]})
+	t0 := e.table.Get(hs[0]).Added()
+	w := &sentWire{}
+
+	events := func(sec int) []event.Type {
+		t.Helper()
+		e.tick(t0.Add(time.Duration(sec)*time.Second), w)
+		var got []event.Type
+		for {
+			select {
+			case ev := <-sub.C:
+				if ev.Handle != hs[0] {
+					t.Errorf("t=%ds: event %+v for another SA than %d", sec, ev, hs[0])
+				}
+				got = append(got, ev.Type)
+			default:
+				return got
+			}
+		}
+	}
+	if got := events(9); len(got) != 0 {
+		t.Errorf("t=9s: events %v before the soft lifetime", got)
+	}
+	if n := e.timers.deadlines.Len(); n != 2 {
+		t.Errorf("%d deadlines on the heap, want 2 (the soft ones of two SAs): the others have none", n)
+	}
+	if got := events(10); !slices.Equal(got, []event.Type{event.SoftLifetime}) {
+		t.Errorf("t=10s: events %v, want [%v]", got, event.SoftLifetime)
+	}
+	if got := events(19); len(got) != 0 {
+		t.Errorf("t=19s: events %v", got)
+	}
+	if got := events(20); !slices.Equal(got, []event.Type{event.HardLifetime, event.SaDeleteReq}) {
+		t.Errorf("t=20s: events %v, want [%v %v]", got, event.HardLifetime, event.SaDeleteReq)
+	}
+	if got := events(60); len(got) != 0 {
+		t.Errorf("t=60s: events %v after both lifetimes were reported", got)
+	}
+	if sa := e.table.Get(hs[0]); !sa.SoftExpired.Load() || !sa.HardExpired.Load() {
+		t.Error("the SA's expiry flags are not set")
+	}
+	if n := e.timers.deadlines.Len(); n != 0 || len(e.timers.keepalives) != 0 {
+		t.Errorf("%d deadlines and %d keepalive SAs left, want none", n, len(e.timers.keepalives))
 	}
 }

@@ -60,14 +60,14 @@ func run(m *testing.M) int {
 }
 
 // needRoot skips (or, in CI, fails) a test that needs root.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	testutil.NeedRoot(t, "network namespaces")
 }
 
 // needTool skips (or fails, with VNIC_REQUIRE_ROOT_TESTS=1) when a program
 // the test runs is missing.
-func needTool(t *testing.T, names ...string) {
+func needTool(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
@@ -77,7 +77,7 @@ func needTool(t *testing.T, names ...string) {
 }
 
 // sh runs a command and fails the test if it fails.
-func sh(t *testing.T, name string, args ...string) string {
+func sh(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -117,7 +117,7 @@ type topology struct {
 // newTopology creates two namespaces with unique names, joined by a veth
 // with IPv4 and IPv6 underlay addresses, and removes them when the test
 // ends.
-func newTopology(t *testing.T) *topology {
+func newTopology(t testing.TB) *topology {
 	t.Helper()
 	needRoot(t)
 	id := randHex(3)
@@ -145,12 +145,12 @@ func newTopology(t *testing.T) *topology {
 	return tp
 }
 
-func (tp *topology) exec(t *testing.T, h *host, args ...string) string {
+func (tp *topology) exec(t testing.TB, h *host, args ...string) string {
 	t.Helper()
 	return sh(t, "ip", append([]string{"netns", "exec", h.ns}, args...)...)
 }
 
-func (tp *topology) close(t *testing.T) {
+func (tp *topology) close(t testing.TB) {
 	for _, h := range []*host{tp.a, tp.b} {
 		h.stop(t)
 		exec.Command("ip", "netns", "del", h.ns).Run()
@@ -160,13 +160,13 @@ func (tp *topology) close(t *testing.T) {
 
 // start runs `vnic up` in h's namespace with the given extra flags and
 // waits until its OID channel answers.
-func (h *host) start(t *testing.T, flags ...string) {
+func (h *host) start(t testing.TB, flags ...string) {
 	t.Helper()
 	h.startBin(t, vnicBin, flags...)
 }
 
 // startBin is start with the vnic binary bin.
-func (h *host) startBin(t *testing.T, bin string, flags ...string) {
+func (h *host) startBin(t testing.TB, bin string, flags ...string) {
 	t.Helper()
 	args := append([]string{"netns", "exec", h.ns, bin, "up", "-underlay", h.u4, "-underlay", h.u6,
 		"-socket", h.sock, "-log-level", "debug"}, flags...)
@@ -190,7 +190,7 @@ func (h *host) startBin(t *testing.T, bin string, flags ...string) {
 
 // stop ends the daemon with SIGTERM and fails the test if it does not exit
 // cleanly.
-func (h *host) stop(t *testing.T) {
+func (h *host) stop(t testing.TB) {
 	if h.daemon == nil || h.daemon.Process == nil {
 		return
 	}
@@ -218,7 +218,7 @@ func (h *host) try(args ...string) (string, error) {
 }
 
 // vnic runs the vnic CLI against h's daemon and fails the test on error.
-func (h *host) vnic(t *testing.T, args ...string) string {
+func (h *host) vnic(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := h.try(args...)
 	if err != nil {
@@ -234,7 +234,7 @@ var longHex = regexp.MustCompile(`(0x)?[0-9a-fA-F]{16,}`)
 func redact(s string) string { return longHex.ReplaceAllString(s, "[key]") }
 
 // stats returns the daemon's global counters.
-func (h *host) stats(t *testing.T) map[string]uint64 {
+func (h *host) stats(t testing.TB) map[string]uint64 {
 	t.Helper()
 	var resp struct {
 		Stats map[string]uint64 `json:"stats"`

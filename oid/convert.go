@@ -380,10 +380,10 @@ func describe(t *sadb.Table, sa *sadb.SA, now time.Time) SAInfo {
 		DeleteRequested: sa.DeleteRequested.Load(),
 		SoftExpired:     sa.SoftExpired.Load(),
 		HardExpired:     sa.HardExpired.Load(),
-		Added:           sa.Added,
+		Added:           sa.Added(),
 	}
 	in.Used = Usage{Bytes: in.Bytes, Packets: in.Packets}
-	if age := now.Sub(sa.Added); age > 0 {
+	if age := now.Sub(sa.Added()); age > 0 {
 		in.Used.Seconds = uint64(age / time.Second)
 	}
 	in.Encapsulation = "esp"
@@ -424,7 +424,7 @@ func describe(t *sadb.Table, sa *sadb.SA, now time.Time) SAInfo {
 		})
 	}
 	for r := range sadb.NumReasons {
-		if n := sa.Counters.Drops[r].Load(); n > 0 {
+		if n := sa.Counters.Dropped(r); n > 0 {
 			if in.Drops == nil {
 				in.Drops = make(map[string]uint64)
 			}

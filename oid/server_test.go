@@ -353,7 +353,7 @@ func TestQuerySA(t *testing.T) {
 		t.Fatal(err)
 	}
 	sa := ts.dev.table.Get(sadb.Handle(res2[0].Handle))
-	sa.Counters.Drops[sadb.InStateSeqError].Add(2)
+	sa.Counters.Drop(sadb.InStateSeqError, 2)
 	sa.Counters.Packets.Add(5)
 
 	all, err := c.QuerySA(ctx, 0)

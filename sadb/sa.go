@@ -79,16 +79,19 @@ type Lifetime struct {
 type Config struct {
 	Direction Direction
 	Mode      Mode
+	// Proto is the operation: only ndis.OperationESP is supported; AH
+	// and AH+ESP bundles are refused with NDIS_STATUS_NOT_SUPPORTED.
+	Proto ndis.Operation
+	SPI   uint32
+	// SeqHigh is SequenceNumberHighOrder: the initial high 32 bits (ESN).
+	SeqHigh uint32
 	// Src and Dst are the outer endpoints (tunnel endpoints in tunnel
 	// mode, the hosts in transport mode). An invalid (zero) Addr is the
 	// NDIS wildcard; an outbound SA needs Dst.
 	Src, Dst netip.Addr
 	Encap    Encap
-	SPI      uint32
 	// Algorithms and keys; Spec.ESN is the IPSEC_OFFLOAD_V2_ESN_SA flag.
 	Algo algo.Spec
-	// SeqHigh is SequenceNumberHighOrder: the initial high 32 bits (ESN).
-	SeqHigh uint32
 	// ReplayWindow is the anti-replay window of an inbound SA: 0 means
 	// the table's DefaultReplayWindow, ReplayOff turns replay protection
 	// off (not allowed with ESN), and outbound SAs must leave it 0.
@@ -106,9 +109,6 @@ type Config struct {
 	// Pair is the handle of the opposite-direction SA this one pairs with
 	// (0 = none).
 	Pair Handle
-	// Proto is the operation: only ndis.OperationESP is supported; AH
-	// and AH+ESP bundles are refused with NDIS_STATUS_NOT_SUPPORTED.
-	Proto ndis.Operation
 }
 
 // ReplayOff as Config.ReplayWindow turns an inbound SA's replay
@@ -120,7 +120,27 @@ const ReplayOff = -1
 type Counters struct {
 	Packets atomic.Uint64
 	Bytes   atomic.Uint64
-	Drops   [NumReasons]atomic.Uint64
+	// drops are the SA's drop counters by reason, made at its first drop:
+	// most SAs never drop a packet, and a device holds a million.
+	drops atomic.Pointer[[NumReasons]atomic.Uint64]
+}
+
+// Drop counts n packets of the SA dropped for r.
+func (c *Counters) Drop(r Reason, n uint64) {
+	d := c.drops.Load()
+	if d == nil {
+		c.drops.CompareAndSwap(nil, new([NumReasons]atomic.Uint64))
+		d = c.drops.Load()
+	}
+	d[r].Add(n)
+}
+
+// Dropped returns how many packets of the SA were dropped for r.
+func (c *Counters) Dropped(r Reason) uint64 {
+	if d := c.drops.Load(); d != nil {
+		return d[r].Load()
+	}
+	return 0
 }
 
 // SA is an offloaded SA. Its configuration is immutable after Add; state
@@ -129,7 +149,8 @@ type Counters struct {
 type SA struct {
 	Handle Handle
 	Config Config // keys in Config.Algo are wiped on Delete
-	Added  time.Time
+	// added is when the SA was added, in Unix nanoseconds (Added).
+	added int64
 
 	Cipher algo.Cipher
 	// Out is the outbound counter (outbound SAs only).
@@ -156,6 +177,8 @@ type SA struct {
 	// the first such packet.
 	peerWarnFrom uint64
 	peerWarned   atomic.Bool
+	// all is true when one of sels is the any-selector.
+	all bool
 
 	// pair is the opposite-direction twin (see Table.Paired); both links
 	// are set and cleared under the table's writer mutex.
@@ -163,9 +186,10 @@ type SA struct {
 	// sels are the effective selectors: Config.Selectors, or the implied
 	// one when there are none. Immutable after Add.
 	sels []Selector
-	// all is true when one of sels is the any-selector.
-	all bool
 }
+
+// Added returns when the SA was added.
+func (sa *SA) Added() time.Time { return time.Unix(0, sa.added) }
 
 // PeerNearExhaustion reports, for an inbound SA, whether the packet
 // numbered seq (which passed its integrity check) is the first to show

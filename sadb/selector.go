@@ -108,6 +108,10 @@ func hostPrefix(a netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(a, a.BitLen())
 }
 
+// anySelector is the implied selector of every tunnel-mode SA without
+// selectors, shared by all of them.
+var anySelector = []Selector{{}}
+
 // effectiveSelectors returns c's selectors or, when it has none, the one
 // its mode implies: any packet (both families) in tunnel mode, packets
 // from Src to Dst in transport mode.
@@ -116,7 +120,7 @@ func effectiveSelectors(c *Config) []Selector {
 		return c.Selectors
 	}
 	if c.Mode == Tunnel {
-		return []Selector{{}}
+		return anySelector
 	}
 	return []Selector{{Src: hostPrefix(c.Src), Dst: hostPrefix(c.Dst)}}
 }

@@ -96,6 +96,12 @@ type TableConfig struct {
 	Keys interface {
 		Use(encKey, authKey []byte) error
 	}
+
+	// OnAdd, when set, is called after each ADD_SA that added SAs, with
+	// them, once lookups find them: the device schedules their timers
+	// from it. It runs under the table's write lock, so it must return
+	// quickly and not call the table's writers; sas is the callee's.
+	OnAdd func(sas []*SA)
 }
 
 // Table is the SA database of one device; create it with New. Its methods
@@ -210,7 +216,7 @@ func (t *Table) Add(cfgs []Config) ([]AddResult, ndis.Status) {
 	x := t.begin()
 	now := time.Now()
 	status := ndis.StatusSuccess
-	added := false
+	var added []*SA
 	for i := range cfgs {
 		sa, err := t.addOne(x, &cfgs[i], now)
 		if err != nil {
@@ -222,12 +228,15 @@ func (t *Table) Add(cfgs []Config) ([]AddResult, ndis.Status) {
 			continue
 		}
 		res[i].Handle = sa.Handle
-		added = true
+		added = append(added, sa)
 	}
-	if !added {
+	if len(added) == 0 {
 		return res, status
 	}
 	t.commit(x)
+	if t.cfg.OnAdd != nil {
+		t.cfg.OnAdd(added)
+	}
 	return res, ndis.StatusSuccess
 }
 
@@ -260,7 +269,7 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 		}
 	}
 
-	sa := &SA{Config: c, Added: now, sels: effectiveSelectors(&c)}
+	sa := &SA{Config: c, added: now.UnixNano(), sels: effectiveSelectors(&c)}
 	sa.all = slices.Contains(sa.sels, Selector{})
 	if c.Direction == Outbound {
 		low := c.InitialSeq

@@ -182,7 +182,7 @@ func TestAddDefaultsAndCopies(t *testing.T) {
 	if sa.Config.Selectors[0].Dst != pfx("10.9.0.0/16") || sa.Selectors()[0].Dst != pfx("10.9.0.0/16") {
 		t.Error("the SA shares the caller's selector slice")
 	}
-	if sa.Added.IsZero() {
+	if sa.Added().IsZero() {
 		t.Error("Added not set")
 	}
 }

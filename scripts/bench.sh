@@ -19,6 +19,8 @@
 #                   vnic-raw-chacha wireguard-go strongswan)
 #   BENCH_OUT       the report (default BENCHMARKS.md at the repository top)
 #   BENCH_KEEP      1: keep the scratch directory with every daemon's log
+#   BENCH_MILLION   0: leave out the million-SA measurements (about 6
+#                   minutes; default 1)
 #
 # Per path: iperf3 TCP with 1 and 2 streams (receiver's rate), UDP with
 # 64-byte payloads at an unbounded rate (packets per second the receiver
@@ -411,6 +413,55 @@ if [ -n "$VNIC_BIN" ]; then
 	}' dir="$WORK/gb" "$WORK/gobench.txt"
 fi
 
+# ------------------------------------------------------------ 5b. a million SAs
+
+# The device holding a million inbound AES-GCM SAs with time lifetimes: in
+# process (heap per SA, cost of an idle timer tick) and as a daemon filled
+# over its OID socket (resident memory, CPU while idle).
+MILLION_CMD="go test -run='^\$' -bench='^BenchmarkMillionSAs\$' -benchtime=100x ./device; go test -run='^\$' -bench='^BenchmarkDaemonMillionSAs\$' -benchtime=1x ./integration"
+MILLION_OK=0
+if [ -n "$VNIC_BIN" ] && [ "${BENCH_MILLION:-1}" != 0 ]; then
+	log "== a million SAs: $MILLION_CMD"
+	if go test -run='^$' -bench='^BenchmarkMillionSAs$' -benchtime=100x ./device >"$WORK/million.txt" 2>&1 &&
+		go test -run='^$' -bench='^BenchmarkDaemonMillionSAs$' -benchtime=1x ./integration >>"$WORK/million.txt" 2>&1; then
+		MILLION_OK=1
+	else
+		log "million-SA benchmarks FAILED: $(tail -n 10 "$WORK/million.txt")"
+	fi
+fi
+
+# million_metric BENCH UNIT: the value BENCH reported in UNIT.
+million_metric() {
+	awk -v b="$1" -v u="$2" '$1 ~ "^" b "(-[0-9]+)?$" { for (i = 2; i < NF; i++) if ($(i + 1) == u) print $i }' "$WORK/million.txt" | tail -n 1
+}
+
+# write_million: the report's million-SA section.
+write_million() {
+	echo
+	echo "## A million SAs"
+	echo
+	echo "\`$MILLION_CMD\` — a million inbound AES-GCM-128 SAs, each with its own key and a time lifetime; the daemon's SAs are added over its OID socket in batches of 1000, then it is left idle (no traffic) for 125 s, one period of the Go runtime's forced collection."
+	echo
+	if [ "${BENCH_MILLION:-1}" = 0 ]; then
+		echo "Not run (BENCH_MILLION=0)."
+		return
+	elif [ "$MILLION_OK" != 1 ]; then
+		printf 'FAILED:\n\n%s\n%s\n%s\n' "$FENCE" "$(tail -n 15 "$WORK/million.txt")" "$FENCE"
+		return
+	fi
+	local heap tick rss idle
+	heap=$(million_metric BenchmarkMillionSAs heap-B/SA)
+	tick=$(million_metric BenchmarkMillionSAs tick-ns)
+	rss=$(million_metric BenchmarkDaemonMillionSAs rss-MiB)
+	idle=$(million_metric BenchmarkDaemonMillionSAs idle-cpu-%)
+	echo "| measure | value | target | |"
+	echo "|---|---|---|---|"
+	echo "| daemon resident memory (MiB) | **${rss:-n/a}** | < 1024 | $(met "${rss:-}" 1024 "<=") |"
+	echo "| daemon CPU while idle (% of a core) | **${idle:-n/a}** | < 1 | $(met "${idle:-}" 1 "<=") |"
+	echo "| heap per SA, in process (bytes) | ${heap:-n/a} | | |"
+	echo "| one timer tick with nothing due (ns) | ${tick:-n/a} | | |"
+}
+
 # ------------------------------------------------------------ 6. the report
 
 # cell ID METRIC: "median (min–max)" or a reason it is empty.
@@ -703,6 +754,7 @@ rat() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { pri
 
 {
 	write_report
+	write_million
 	write_profile
 } >"$WORK/report.md"
 cp "$WORK/report.md" "$BENCH_OUT.tmp" && mv "$BENCH_OUT.tmp" "$BENCH_OUT"
@@ -716,6 +768,7 @@ echo
 rc=0
 [ -z "$VNIC_BUILD_ERR" ] || rc=1
 [ -z "$VNIC_BIN" ] || [ "$GOBENCH_OK" = 1 ] || rc=1
+[ -z "$VNIC_BIN" ] || [ "${BENCH_MILLION:-1}" = 0 ] || [ "$MILLION_OK" = 1 ] || rc=1
 for id in $BENCH_PATHS; do
 	case $id in
 	veth | vnic-*)

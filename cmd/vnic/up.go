@@ -18,6 +18,7 @@ import (
 
 	"vnic/device"
 	"vnic/esn"
+	"vnic/internal/memlimit"
 	"vnic/keyhist"
 	"vnic/offload"
 	"vnic/oid"
@@ -139,8 +140,10 @@ func runUp(args []string) error {
 		return fmt.Errorf("vnic up: -log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go memlimit.Run(ctx) // the collector for a table-sized heap
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
