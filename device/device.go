@@ -134,6 +134,7 @@ func newDevice(cfg Config, log *slog.Logger) *Device {
 	}
 	d := &Device{cfg: cfg, log: log, bus: &event.Bus{}, gen: newGeneration(),
 		errSeen: map[errKey]*errState{}, work: make(chan cryptoRange, 4*cfg.CryptoWorkers)}
+	d.timers.epoch = time.Now()
 	cfg.Table.OnAdd = d.saAdded
 	d.table = sadb.New(cfg.Table)
 	return d

@@ -192,17 +192,32 @@ func (d *Device) runInbound(ctx context.Context, recv underlay.ReceiveFunc) {
 }
 
 // writeFailures is how many of a batch of n packets a TUN write that
-// returned err did not deliver. The TUN layer writes every packet and
-// joins the errors of those that failed (errors.Join), so each joined
-// error is one failed write; a closed device failed them all. A write of
-// packets the TUN layer coalesced (GRO) is one write, so when such a write
-// fails the count is a lower bound.
+// returned err did not deliver. The TUN layer (wireguard's tun) writes
+// every packet and joins the error of each failed write into err, one
+// errors.Join at a time, so the leaves of that tree are the failed writes;
+// an error that is not a join (the batch could not be prepared) or a
+// closed device failed them all. A failed write of packets the TUN layer
+// coalesced (GRO) is one leaf, so then the count is a lower bound.
 func writeFailures(err error, n uint64) uint64 {
 	if errors.Is(err, os.ErrClosed) {
 		return n
 	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return min(max(uint64(len(j.Unwrap())), 1), n)
+	if _, ok := err.(interface{ Unwrap() []error }); !ok {
+		return n
 	}
-	return 1
+	return min(max(joinedLeaves(err), 1), n)
+}
+
+// joinedLeaves counts the errors in a tree of errors.Join that are not
+// joins themselves.
+func joinedLeaves(err error) uint64 {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return 1
+	}
+	var n uint64
+	for _, e := range j.Unwrap() {
+		n += joinedLeaves(e)
+	}
+	return n
 }

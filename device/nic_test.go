@@ -3,7 +3,9 @@ package device
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -290,21 +292,47 @@ func TestReadErrorsBackOff(t *testing.T) {
 }
 
 // failingTUN fails the writes of the packets whose first payload byte is
-// in bad, as the TUN layer does: it writes every packet and joins the
-// errors of those that failed.
+// bad, as wireguard's tun does: it writes every packet and joins the error
+// of each failed write to those before, one errors.Join at a time.
 type failingTUN struct {
 	nullTUN
 	bad byte
 }
 
 func (f failingTUN) Write(bufs [][]byte, off int) (int, error) {
-	var errs []error
+	var errs error
+	written := 0
 	for _, b := range bufs {
 		if b[off+28] == f.bad {
-			errs = append(errs, errors.New("write: no buffer space available"))
+			errs = errors.Join(errs, errors.New("write: no buffer space available"))
+		} else {
+			written++
 		}
 	}
-	return len(bufs) - len(errs), errors.Join(errs...)
+	return written, errs
+}
+
+// TestWriteFailures: how many packets of a batch a TUN write error stands
+// for.
+func TestWriteFailures(t *testing.T) {
+	one := errors.New("write failed")
+	nested := errors.Join(errors.Join(errors.Join(nil, one), one), one)
+	for _, tc := range []struct {
+		name string
+		err  error
+		want uint64
+	}{
+		{"one failed write", errors.Join(nil, one), 1},
+		{"three, joined one at a time", nested, 3},
+		{"three, joined at once", errors.Join(one, one, one), 3},
+		{"more than the batch", errors.Join(nested, nested, nested, nested), 10},
+		{"the batch could not be prepared", one, 10},
+		{"closed", fmt.Errorf("write: %w", os.ErrClosed), 10},
+	} {
+		if got := writeFailures(tc.err, 10); got != tc.want {
+			t.Errorf("%s: %d of 10 failed, want %d", tc.name, got, tc.want)
+		}
+	}
 }
 
 // writeCounter is the counter of packets vnic0 did not take.

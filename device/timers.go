@@ -3,6 +3,7 @@ package device
 import (
 	"container/heap"
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ type timers struct {
 	mu    sync.Mutex
 	added []*sadb.SA // added since the last tick, not yet scheduled
 
+	epoch      time.Time // what deadlines count from
 	deadlines  deadlineHeap
 	keepalives map[sadb.Handle]*keepalive
 }
@@ -33,14 +35,14 @@ type timers struct {
 // An SA has one on the heap at a time: its soft lifetime's, then its hard
 // one's.
 type deadline struct {
-	at int64 // Unix nanoseconds
+	at time.Duration // since the timers' epoch, on the monotonic clock
 	// sa is the SA's handle, shifted left by one, with the low bit set
 	// for the hard lifetime.
 	sa uint64
 }
 
-func newDeadline(at time.Time, h sadb.Handle, hard bool) deadline {
-	d := deadline{at: at.UnixNano(), sa: uint64(h) << 1}
+func (tm *timers) newDeadline(at time.Time, h sadb.Handle, hard bool) deadline {
+	d := deadline{at: at.Sub(tm.epoch), sa: uint64(h) << 1}
 	if hard {
 		d.sa |= 1
 	}
@@ -97,6 +99,7 @@ func (d *Device) tick(now time.Time, wire Wire) {
 	for _, sa := range added {
 		d.schedule(sa)
 	}
+	d.dropStaleDeadlines()
 	d.checkLifetimes(now)
 	d.natKeepalives(now, wire)
 	// Forget rate-limit state of SAs that are gone (an armed timer still
@@ -117,9 +120,9 @@ func (d *Device) schedule(sa *sadb.SA) {
 	lt := &sa.Config.Lifetime
 	switch {
 	case lt.SoftAdd > 0: // the hard one follows when it is reached
-		heap.Push(&tm.deadlines, newDeadline(sa.Added().Add(lt.SoftAdd), sa.Handle, false))
+		heap.Push(&tm.deadlines, tm.newDeadline(sa.Added().Add(lt.SoftAdd), sa.Handle, false))
 	case lt.HardAdd > 0:
-		heap.Push(&tm.deadlines, newDeadline(sa.Added().Add(lt.HardAdd), sa.Handle, true))
+		heap.Push(&tm.deadlines, tm.newDeadline(sa.Added().Add(lt.HardAdd), sa.Handle, true))
 	}
 	c := &sa.Config
 	if c.Encap.KeepaliveInterval > 0 && c.Direction == sadb.Outbound && c.Encap.UDP {
@@ -130,18 +133,32 @@ func (d *Device) schedule(sa *sadb.SA) {
 	}
 }
 
+// dropStaleDeadlines rebuilds the heap without the deadlines of deleted
+// SAs once they outnumber the SAs the table holds, so that adding and
+// deleting SAs with long lifetimes does not grow it without bound. The
+// work is paid for by the deletions that made the entries stale.
+func (d *Device) dropStaleDeadlines() {
+	q := &d.timers.deadlines
+	if q.Len() <= 2*d.table.Len()+64 {
+		return
+	}
+	*q = slices.DeleteFunc(*q, func(dl deadline) bool { return d.table.Get(dl.handle()) == nil })
+	heap.Init(q)
+}
+
 // checkLifetimes raises the soft and hard lifetime events of the
 // deadlines that passed by now; deadlines of deleted SAs are dropped.
 func (d *Device) checkLifetimes(now time.Time) {
-	q := &d.timers.deadlines
-	for end := now.UnixNano(); q.Len() > 0 && (*q)[0].at <= end; {
+	tm := &d.timers
+	q := &tm.deadlines
+	for end := now.Sub(tm.epoch); q.Len() > 0 && (*q)[0].at <= end; {
 		dl := heap.Pop(q).(deadline)
 		sa := d.table.Get(dl.handle())
 		if sa == nil {
 			continue
 		}
 		if hard := sa.Config.Lifetime.HardAdd; !dl.hard() && hard > 0 {
-			heap.Push(q, newDeadline(sa.Added().Add(hard), sa.Handle, true))
+			heap.Push(q, tm.newDeadline(sa.Added().Add(hard), sa.Handle, true))
 		}
 		switch {
 		case !dl.hard() && sa.SoftExpired.CompareAndSwap(false, true):

@@ -160,3 +160,32 @@ func TestTimeLifetimes(t *testing.T) {
 		t.Errorf("%d deadlines and %d keepalive SAs left, want none", n, len(e.timers.keepalives))
 	}
 }
+
+// TestStaleDeadlinesDropped: the deadlines of deleted SAs do not pile up
+// while SAs with long lifetimes come and go.
+func TestStaleDeadlinesDropped(t *testing.T) {
+	e := newDevice(Config{Table: sadb.TableConfig{Capacity: 8}}, quiet)
+	w := &sentWire{}
+	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, Algo: gcm128(), Direction: sadb.Outbound,
+		Lifetime: sadb.Lifetime{HardAdd: time.Hour}}
+	kept := cfg
+	kept.SPI = 0x100
+	mustAdd(t, e.table, kept)
+	for i := range 1000 {
+		cfg.SPI = uint32(0x1000 + i)
+		h := mustAdd(t, e.table, cfg)[0]
+		e.tick(time.Now(), w)
+		e.table.Delete([]sadb.Handle{h})
+	}
+	if n := e.timers.deadlines.Len(); n > 2*e.table.Len()+64+1 {
+		t.Errorf("%d deadlines for %d SAs: those of deleted SAs pile up", n, e.table.Len())
+	}
+	e.tick(time.Now(), w)
+	found := false
+	for _, dl := range e.timers.deadlines {
+		found = found || dl.handle() == e.table.List()[0].Handle
+	}
+	if !found {
+		t.Error("the deadline of the SA still held was dropped")
+	}
+}

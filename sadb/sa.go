@@ -149,8 +149,10 @@ func (c *Counters) Dropped(r Reason) uint64 {
 type SA struct {
 	Handle Handle
 	Config Config // keys in Config.Algo are wiped on Delete
-	// added is when the SA was added, in Unix nanoseconds (Added).
-	added int64
+	// added is when the SA was added, as time since epoch (Added): on
+	// the monotonic clock, so that a step of the wall clock does not
+	// expire SAs.
+	added time.Duration
 
 	Cipher algo.Cipher
 	// Out is the outbound counter (outbound SAs only).
@@ -188,8 +190,12 @@ type SA struct {
 	sels []Selector
 }
 
-// Added returns when the SA was added.
-func (sa *SA) Added() time.Time { return time.Unix(0, sa.added) }
+// epoch is the process's start, which SA.added counts from.
+var epoch = time.Now()
+
+// Added returns when the SA was added. The time carries a monotonic clock
+// reading: durations measured from it ignore steps of the wall clock.
+func (sa *SA) Added() time.Time { return epoch.Add(sa.added) }
 
 // PeerNearExhaustion reports, for an inbound SA, whether the packet
 // numbered seq (which passed its integrity check) is the first to show

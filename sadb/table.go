@@ -23,7 +23,7 @@ package sadb
 // Deletion: an SA's dead flag is set before the snapshot without it is
 // published, and lookups skip dead SAs, so once Delete returns no lookup
 // returns it, whichever snapshot it loaded. A packet that looked the SA up
-// earlier can still hold it: the engine must check Alive() before using the
+// earlier can still hold it: the device must check Alive() before using the
 // SA and drop the packet if it is false. Delete then waits for the packet
 // loops that were in a batch (each a grace.Reader from NewReader) to finish
 // it (an RCU grace period), and only then wipes the keys. The loops never
@@ -269,7 +269,7 @@ func (t *Table) addOne(x *txn, in *Config, now time.Time) (*SA, error) {
 		}
 	}
 
-	sa := &SA{Config: c, added: now.UnixNano(), sels: effectiveSelectors(&c)}
+	sa := &SA{Config: c, added: now.Sub(epoch), sels: effectiveSelectors(&c)}
 	sa.all = slices.Contains(sa.sels, Selector{})
 	if c.Direction == Outbound {
 		low := c.InitialSeq

@@ -9,11 +9,11 @@
 // Instead, the collector runs when the heap outgrows a memory limit set a
 // quarter (plus 32 MiB) above the live heap, kept up to date once a
 // second; with GOGC off, the runtime's two-minute collection does not run.
-// And once the collector has been quiet for a while after a burst of work
-// (a million ADD_SA elements leave their decoded requests and the table's
-// old snapshots behind), the memory freed is given back to the system at
-// once, rather than by the runtime's background scavenger: slowly, for a
-// little CPU all along, and never below the limit.
+// And once the collector has been quiet for a while after the table grew
+// or shrank (a million ADD_SA elements leave their decoded requests and
+// the table's old snapshots behind), the memory freed is given back to the
+// system at once, rather than by the runtime's background scavenger:
+// slowly, for a little CPU all along, and never below the limit.
 package memlimit
 
 import (
@@ -26,8 +26,9 @@ import (
 )
 
 // The limit is the live heap plus a growth-th of it plus slack bytes.
-// When no collection ran for quiet and at least releaseMin bytes of the
-// heap are free, they are returned to the system.
+// When no collection ran for quiet after the live heap moved by an eighth
+// (at least releaseMin) since memory was last returned, and at least
+// releaseMin bytes of the heap are free, they are returned to the system.
 const (
 	growth     = 4
 	slack      = 32 << 20
@@ -54,7 +55,9 @@ func Run(ctx context.Context) {
 	}
 	oldLimit := debug.SetMemoryLimit(-1) // a negative limit only reads it
 	var w watcher
-	w.update(time.Now())
+	if !w.update(time.Now()) {
+		return // no live-heap metric to follow: Go's policy stays
+	}
 	oldPercent := debug.SetGCPercent(-1)
 	defer func() {
 		debug.SetGCPercent(oldPercent)
@@ -72,32 +75,43 @@ func Run(ctx context.Context) {
 	}
 }
 
+// freeOSMemory returns free memory to the system; tests count the calls.
+var freeOSMemory = debug.FreeOSMemory
+
 // watcher is Run's view of the collector.
 type watcher struct {
 	samples  [3]metrics.Sample
 	cycles   uint64    // collections so far, when last looked at
 	lastGC   time.Time // when cycles was seen to change
-	released uint64    // cycles when memory was last returned
+	released uint64    // the live heap when memory was last returned
 }
 
-// update sets the limit from the live heap and returns free memory to the
-// system once the collector has been quiet for a while.
-func (w *watcher) update(now time.Time) {
+// update sets the limit from the live heap and, once the collector has
+// been quiet for a while after the live heap moved, returns free memory to
+// the system. It reports false, changing nothing, when the runtime lacks
+// the metrics.
+func (w *watcher) update(now time.Time) bool {
 	s := &w.samples
 	s[0].Name, s[1].Name, s[2].Name = "/gc/heap/live:bytes", "/gc/cycles/total:gc-cycles", "/memory/classes/heap/free:bytes"
 	metrics.Read(s[:])
 	for i := range s {
 		if s[i].Value.Kind() != metrics.KindUint64 {
-			return // not this runtime's metric: leave the defaults
+			return false
 		}
 	}
-	debug.SetMemoryLimit(Limit(s[0].Value.Uint64()))
-	if c := s[1].Value.Uint64(); c != w.cycles {
-		w.cycles, w.lastGC = c, now
-		return
+	live, cycles, free := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+	debug.SetMemoryLimit(Limit(live))
+	if cycles != w.cycles {
+		w.cycles, w.lastGC = cycles, now
+		return true
 	}
-	if w.released != w.cycles && now.Sub(w.lastGC) >= quiet && s[2].Value.Uint64() >= releaseMin {
-		w.released = w.cycles
-		debug.FreeOSMemory()
+	// Only after the table grew or shrank: in a steady state, the free
+	// memory is the limit's headroom, which the next collection reuses,
+	// and returning it would cost a full collection each time.
+	moved := max(live, w.released)-min(live, w.released) >= max(live/8, releaseMin)
+	if moved && now.Sub(w.lastGC) >= quiet && free >= releaseMin {
+		w.released = live
+		freeOSMemory()
 	}
+	return true
 }

@@ -79,8 +79,10 @@ func TestRunSetsAndRestores(t *testing.T) {
 	}
 }
 
-// TestReleaseAfterQuiet: memory a burst freed is returned to the system
-// once no collection ran for a while, and not before.
+// TestReleaseAfterQuiet: once the live heap moved (a table grew), the
+// memory freed is returned to the system when no collection ran for a
+// while, and not before; while the live heap stays where it was, freed
+// memory is left for the next collection to reuse.
 func TestReleaseAfterQuiet(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	free := func() uint64 {
@@ -88,25 +90,47 @@ func TestReleaseAfterQuiet(t *testing.T) {
 		metrics.Read(s)
 		return s[0].Value.Uint64()
 	}
-	burst := make([][]byte, 0, 256)
-	for range 256 {
-		burst = append(burst, make([]byte, 1<<20))
+	garbage := func() {
+		burst := make([][]byte, 0, 256)
+		for range 256 {
+			burst = append(burst, make([]byte, 1<<20))
+		}
+		runtime.KeepAlive(burst)
+		runtime.GC()
 	}
-	runtime.KeepAlive(burst)
-	burst = nil
-	runtime.GC()
+	// A table grows by 96 MiB, leaving 256 MiB of garbage.
+	table := make([][]byte, 0, 96)
+	for range 96 {
+		table = append(table, make([]byte, 1<<20))
+	}
+	garbage()
 	if f := free(); f < releaseMin {
 		t.Skipf("only %d bytes free after the burst: the runtime returned them itself", f)
 	}
+	releases := 0
+	defer func(f func()) { freeOSMemory = f }(freeOSMemory)
+	freeOSMemory = func() { releases++; debug.FreeOSMemory() }
 	var w watcher
 	t0 := time.Now()
-	w.update(t0)
+	if !w.update(t0) {
+		t.Fatal("update found no live-heap metric in this runtime")
+	}
 	w.update(t0.Add(time.Second))
-	if f := free(); f < releaseMin {
+	if releases != 0 {
 		t.Fatalf("memory returned %v after the last collection, before the quiet period", time.Second)
 	}
 	w.update(t0.Add(quiet))
-	if f := free(); f >= releaseMin {
-		t.Errorf("%d bytes still free after a quiet period, want them returned", f)
+	if f := free(); releases != 1 || f >= releaseMin {
+		t.Errorf("%d releases, %d bytes still free after a quiet period; want 1, and them returned", releases, f)
 	}
+
+	// The same table, garbage again: the memory stays for reuse.
+	garbage()
+	t1 := t0.Add(time.Hour)
+	w.update(t1)
+	w.update(t1.Add(quiet))
+	if releases != 1 {
+		t.Errorf("%d releases: memory returned again though the live heap did not move", releases)
+	}
+	runtime.KeepAlive(table)
 }
