@@ -72,7 +72,8 @@ type Bind interface {
 // Config is how a device is built.
 type Config struct {
 	// Table configures the SA table (SaOffloadCapacity, default replay
-	// window, ESP-in-UDP port, key history).
+	// window, ESP-in-UDP port, key history). Its OnAdd is the device's
+	// own: the timers learn of new SAs through it.
 	Table sadb.TableConfig
 	// PassUnknownSPI passes ESP packets for which no inbound SA exists up
 	// to the device unprocessed, as NDIS does, instead of dropping them.
