@@ -341,6 +341,19 @@ func prefix(s string) (netip.Prefix, error) {
 // 16 or more hex digits, which may be a key in the wrong place, is
 // described and not shown.
 func quote(s string) string {
+	if LooksLikeKey(s) {
+		return fmt.Sprintf("a value of %d characters (not shown: it may hold a key)", len(s))
+	}
+	if len(s) > 64 {
+		s = s[:61] + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// LooksLikeKey reports whether s holds a run of 16 or more hex digits:
+// more than any number takes, so possibly a key in the wrong place, which
+// an error must not show.
+func LooksLikeKey(s string) bool {
 	run := 0
 	for i := 0; i < len(s); i++ {
 		if !isHex(s[i]) {
@@ -348,13 +361,10 @@ func quote(s string) string {
 			continue
 		}
 		if run++; run >= 16 {
-			return fmt.Sprintf("a value of %d characters (not shown: it may hold a key)", len(s))
+			return true
 		}
 	}
-	if len(s) > 64 {
-		s = s[:61] + "..."
-	}
-	return strconv.Quote(s)
+	return false
 }
 
 // describe reports an SA as VNIC_QUERY_SA shows it, keys redacted.

@@ -285,7 +285,7 @@ func (p *saAdd) algorithm(word string) error {
 	if a.name, err = p.arg(word, "an algorithm name"); err != nil {
 		return err
 	}
-	if looksLikeKey(a.name) {
+	if oid.LooksLikeKey(a.name) {
 		return fmt.Errorf("%s: expected an algorithm name before the key, got %s", word, QuoteWord(a.name))
 	}
 	keyWord := word + " " + a.name + " key"
@@ -867,32 +867,11 @@ func unhex(c byte) (byte, bool) {
 // or more hex digits, which may be a key in the wrong place, is described
 // and not shown.
 func QuoteWord(s string) string {
-	if looksLikeKey(s) {
+	if oid.LooksLikeKey(s) {
 		return fmt.Sprintf("a word of %d characters (not shown: it may hold a key)", len(s))
 	}
 	if len(s) > 40 {
 		s = s[:37] + "..."
 	}
 	return strconv.Quote(s)
-}
-
-// looksLikeKey reports whether s holds a run of 16 or more hex digits:
-// more than any number takes.
-func looksLikeKey(s string) bool {
-	run := 0
-	for i := 0; i < len(s); i++ {
-		if !isHexDigit(s[i]) {
-			run = 0
-			continue
-		}
-		if run++; run >= 16 {
-			return true
-		}
-	}
-	return false
-}
-
-func isHexDigit(c byte) bool {
-	_, ok := unhex(c)
-	return ok
 }
