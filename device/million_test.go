@@ -5,11 +5,10 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"vnic/internal/testutil"
 	"vnic/ndis"
 	"vnic/sadb"
 )
@@ -53,7 +52,7 @@ func BenchmarkMillionSAs(b *testing.B) {
 	}
 	heapPerSA := float64(after.HeapInuse-before.HeapInuse) / n
 	debug.FreeOSMemory()
-	rss := residentMiB(b)
+	rss, _ := testutil.ProcStatus(b, os.Getpid())
 	b.ResetTimer()
 	for b.Loop() {
 		d.tick(now, w)
@@ -61,26 +60,7 @@ func BenchmarkMillionSAs(b *testing.B) {
 	perTick := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 	b.ReportMetric(perTick, "tick-ns")
 	b.ReportMetric(heapPerSA, "heap-B/SA") // after ResetTimer, which clears metrics
-	b.ReportMetric(rss, "rss-MiB")
+	b.ReportMetric(float64(rss)/(1<<20), "rss-MiB")
 	b.ReportMetric(perTick/float64(tickInterval.Nanoseconds())*100, "idle-cpu-%")
 	runtime.KeepAlive(d)
-}
-
-// residentMiB is the process's resident memory (VmRSS) in MiB.
-func residentMiB(b *testing.B) float64 {
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-			kb, err := strconv.Atoi(f[1])
-			if err != nil {
-				b.Fatal(err)
-			}
-			return float64(kb) / 1024
-		}
-	}
-	b.Fatal("no VmRSS in /proc/self/status")
-	return 0
 }

@@ -559,34 +559,11 @@ func TestFaultMTUChange(t *testing.T) {
 	w.check(t, "across the MTU changes")
 }
 
-// procStatus returns VmRSS and VmHWM of pid, in bytes.
-func procStatus(t *testing.T, pid int) (rss, hwm int64) {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = n << 10
-		case "VmHWM:":
-			hwm = n << 10
-		}
-	}
-	return rss, hwm
-}
-
 const mib = 1 << 20
 
 // plainBin builds vnic without the race detector, whose shadow memory
 // would swamp the memory figures.
-func plainBin(t *testing.T) string {
+func plainBin(t testing.TB) string {
 	t.Helper()
 	bin := t.TempDir() + "/vnic"
 	if out, err := exec.Command("go", "build", "-o", bin, "vnic/cmd/vnic").CombinedOutput(); err != nil {
@@ -612,7 +589,7 @@ func TestControlSocketFaults(t *testing.T) {
 	for range 5 {
 		a.vnic(t, "stats") // warm up
 	}
-	rss0, hwm0 := procStatus(t, pid)
+	rss0, hwm0 := testutil.ProcStatus(t, pid)
 
 	silent, err := net.Dial("unix", a.sock)
 	if err != nil {
@@ -658,7 +635,7 @@ func TestControlSocketFaults(t *testing.T) {
 		t.Errorf("the request after a 100 MB line: %v %.200s", err, line)
 	}
 	huge.Close()
-	rss1, hwm1 := procStatus(t, pid)
+	rss1, hwm1 := testutil.ProcStatus(t, pid)
 
 	// 1000 clients at once, each sending the first 256 KiB of a request
 	// (a capabilities request padded with blanks), then, once all have,
@@ -672,7 +649,7 @@ func TestControlSocketFaults(t *testing.T) {
 	}
 	t.Logf("the CLI with %d connections open: %s", clients, strings.TrimSpace(out))
 	time.Sleep(500 * time.Millisecond) // let the daemon read what is on its sockets
-	rss2, hwm2 := procStatus(t, pid)
+	rss2, hwm2 := testutil.ProcStatus(t, pid)
 	served, refused, other := crowd.Finish()
 	crowd.Close()
 	t.Logf("%d clients: %d served, %d refused", clients, served, refused)
@@ -702,7 +679,7 @@ func TestControlSocketFaults(t *testing.T) {
 		t.Errorf("the silent client: %v, want it still connected", err)
 	}
 	silent.Close()
-	rss3, hwm3 := procStatus(t, pid)
+	rss3, hwm3 := testutil.ProcStatus(t, pid)
 	t.Logf("daemon VmRSS/VmHWM MiB: start %.1f/%.1f, after the 100 MB line %.1f/%.1f, 1000 clients connected %.1f/%.1f, after %.1f/%.1f",
 		float64(rss0)/mib, float64(hwm0)/mib, float64(rss1)/mib, float64(hwm1)/mib, float64(rss2)/mib, float64(hwm2)/mib, float64(rss3)/mib, float64(hwm3)/mib)
 	// The bounds. The 100 MB line: a 64 KiB buffer and a line of at most

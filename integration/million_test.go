@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"vnic/internal/testutil"
 	"vnic/ndis"
 	"vnic/oid"
 )
@@ -26,10 +25,7 @@ import (
 func BenchmarkDaemonMillionSAs(b *testing.B) {
 	const n, batch = 1_000_000, 1000
 	const settle = 30 * time.Second
-	bin := filepath.Join(b.TempDir(), "vnic")
-	if out, err := exec.Command("go", "build", "-o", bin, "vnic/cmd/vnic").CombinedOutput(); err != nil {
-		b.Fatalf("build vnic: %v\n%s", err, out)
-	}
+	bin := plainBin(b)
 	tp := newTopology(b)
 	tp.a.startBin(b, bin, append([]string{"-capacity", strconv.Itoa(n), "-log-level", "info"}, benchFlags...)...)
 	c, err := oid.Dial(tp.a.sock)
@@ -72,7 +68,8 @@ func BenchmarkDaemonMillionSAs(b *testing.B) {
 	}
 	cpu := float64(cpuTicks(b, pid)-cpu0) / 100 // clock ticks of 10 ms
 	b.ReportMetric(cpu/time.Since(t0).Seconds()*100, "idle-cpu-%")
-	b.ReportMetric(float64(statusKB(b, pid, "VmRSS:"))/1024, "rss-MiB")
+	rss, _ := testutil.ProcStatus(b, pid)
+	b.ReportMetric(float64(rss)/mib, "rss-MiB")
 }
 
 // benchFlags are extra `vnic up` flags for the benchmark's daemon, from
@@ -93,23 +90,4 @@ func cpuTicks(b *testing.B, pid int) int {
 		b.Fatalf("/proc/%d/stat: %q", pid, stat)
 	}
 	return utime + stime
-}
-
-// statusKB is the field (such as VmRSS:) of process pid's status in kB.
-func statusKB(b *testing.B, pid int, field string) int {
-	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == field {
-			kb, err := strconv.Atoi(f[1])
-			if err != nil {
-				b.Fatal(err)
-			}
-			return kb
-		}
-	}
-	b.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
 }
