@@ -1,5 +1,7 @@
 package ipfrag
 
+import "vnic/header"
+
 // ScratchSizeIPv6 returns a scratch size with which FragmentIPv6 can
 // always split an IPv6 packet of pktLen bytes, whose unfragmentable part
 // (see FragmentIPv6) is at most unfragLen bytes long, into fragments of at
@@ -114,22 +116,20 @@ func FragmentIPv6(pkt []byte, mtu int, id uint32, scratch []byte, out [][]byte) 
 // ICMPv6 or ESP, and for nothing otherwise).
 func ipv6Chain(pkt []byte) (unfrag, nextAt, chain int, err error) {
 	unfrag, nextAt = ipv6Header, 6
-	next, off := pkt[6], ipv6Header
+	c := header.IPv6(pkt).Chain()
 	// The unfragmentable part ends after the last Hop-by-Hop Options or
 	// Routing header of the leading run of those and Destination Options
 	// headers.
-	for next == nhHopByHop || next == nhRouting || next == nhDstOpts {
-		l, ok := extLen(pkt, off, next)
-		if !ok {
+	for c.Next == nhHopByHop || c.Next == nhRouting || c.Next == nhDstOpts {
+		dst := c.Next == nhDstOpts
+		if !c.Step() {
 			return 0, 0, 0, ErrMalformed
 		}
-		if next != nhDstOpts {
-			unfrag, nextAt = off+l, off
+		if !dst {
+			unfrag, nextAt = c.Off, c.NextAt
 		}
-		next = pkt[off]
-		off += l
 	}
-	if chain, err = chainEnd(pkt, off, next); err != nil {
+	if chain, err = chainEnd(c); err != nil {
 		return 0, 0, 0, err
 	}
 	return unfrag, nextAt, min(chain, len(pkt)), nil

@@ -1,6 +1,10 @@
 package ipfrag
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"vnic/header"
+)
 
 // IPv4 header layout (RFC 791).
 const (
@@ -105,78 +109,47 @@ func IsFragment(pkt []byte) bool {
 			return false
 		}
 		pkt = pkt[:min(len(pkt), ipv6Header+int(be.Uint16(pkt[4:])))]
-		at, _ := ipv6FragmentHeader(pkt)
-		return at > 0 && be.Uint16(pkt[at+2:])&(fragOffset6|fragM6) != 0
+		c, ok := ipv6FragmentHeader(pkt)
+		return ok && be.Uint16(pkt[c.Off+2:])&(fragOffset6|fragM6) != 0
 	}
 	return false
 }
 
-// ipv6FragmentHeader returns the offset of the Fragment header of the IPv6
-// packet pkt, if a run of Hop-by-Hop Options, Destination Options and
+// ipv6FragmentHeader returns the walk of the IPv6 packet pkt's header
+// chain (header.IPv6Chain, the one walker of the data path) stopped at its
+// Fragment header, if a run of Hop-by-Hop Options, Destination Options and
 // Routing headers after the IPv6 header, or none, leads to one that pkt
-// holds whole, and the offset of the Next Header field that names it (6,
-// or in the last header of the run); 0, 0 otherwise.
-func ipv6FragmentHeader(pkt []byte) (at, nextAt int) {
+// holds whole; false otherwise.
+func ipv6FragmentHeader(pkt []byte) (header.IPv6Chain, bool) {
 	if len(pkt) < ipv6Header {
-		return 0, 0
+		return header.IPv6Chain{}, false
 	}
-	next, off := pkt[6], ipv6Header
-	nextAt = 6
-	for {
-		switch next {
-		case nhFragment:
-			if off+ipv6FragHeader > len(pkt) {
-				return 0, 0
-			}
-			return off, nextAt
-		case nhHopByHop, nhRouting, nhDstOpts:
-			l, ok := extLen(pkt, off, next)
-			if !ok {
-				return 0, 0
-			}
-			next, nextAt = pkt[off], off
-			off += l
-		default:
-			return 0, 0
+	c := header.IPv6(pkt).Chain()
+	for c.Next == nhHopByHop || c.Next == nhRouting || c.Next == nhDstOpts {
+		if !c.Step() {
+			return c, false
 		}
 	}
+	return c, c.Next == nhFragment && c.Off+ipv6FragHeader <= len(pkt)
 }
 
-// extLen returns the length of the IPv6 extension header of type next
-// (Hop-by-Hop Options, Routing, Destination Options or AH) at pkt[off:],
-// and false if pkt does not hold it whole.
-func extLen(pkt []byte, off int, next byte) (int, bool) {
-	if off+2 > len(pkt) {
-		return 0, false
-	}
-	l := (int(pkt[off+1]) + 1) * 8
-	if next == nhAH {
-		l = (int(pkt[off+1]) + 2) * 4
-	}
-	return l, off+l <= len(pkt)
-}
-
-// chainEnd walks the header chain of the IPv6 packet pkt from offset off,
-// where a header of type next starts, through Hop-by-Hop Options, Routing,
-// Destination Options and AH headers to the upper-layer header, and
-// returns where the chain ends: after the upper-layer header's fixed part
-// (see upperHeader), which may be beyond pkt. It fails with ErrMalformed
-// if an extension header is not whole in pkt, ErrFragmented at a Fragment
-// header.
-func chainEnd(pkt []byte, off int, next byte) (int, error) {
+// chainEnd walks on from where c stands through Hop-by-Hop Options,
+// Routing, Destination Options and AH headers to the upper-layer header,
+// and returns where the chain ends: after the upper-layer header's fixed
+// part (see upperHeader), which may be beyond the packet. It fails with
+// ErrMalformed if an extension header is not whole in the packet,
+// ErrFragmented at a Fragment header.
+func chainEnd(c header.IPv6Chain) (int, error) {
 	for {
-		switch next {
+		switch c.Next {
 		case nhHopByHop, nhRouting, nhDstOpts, nhAH:
-			l, ok := extLen(pkt, off, next)
-			if !ok {
+			if !c.Step() {
 				return 0, ErrMalformed
 			}
-			next = pkt[off]
-			off += l
 		case nhFragment:
 			return 0, ErrFragmented
 		default:
-			return off + upperHeader(next), nil
+			return c.Off + upperHeader(c.Next), nil
 		}
 	}
 }

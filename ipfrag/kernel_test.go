@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -22,7 +21,7 @@ import (
 // (IP_HDRINCL, IPV6_HDRINCL), and a UDP socket must receive each datagram
 // whole, the kernel having reassembled it and found its checksum right.
 func TestKernelReassembles(t *testing.T) {
-	enterNamespace(t)
+	testutil.EnterNetns(t)
 	raw4, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW) // IP_HDRINCL implied
 	if err != nil {
 		t.Fatal(err)
@@ -116,26 +115,6 @@ func TestKernelReassembles(t *testing.T) {
 	}
 }
 
-// enterNamespace moves the test's goroutine, locked to its thread, into
-// a new network namespace with its loopback up; the thread dies with the
-// goroutine, and the namespace with it, leaving nothing behind. Without
-// root it skips the test (or fails it, with VNIC_REQUIRE_ROOT_TESTS=1).
-func enterNamespace(t *testing.T) netlink.Link {
-	testutil.NeedRoot(t, "a network namespace of its own")
-	runtime.LockOSThread() // never unlocked: see above
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		t.Fatalf("unshare: %v", err)
-	}
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
-	return lo
-}
-
 // TestReassembleKernelFragments checks the Reassembler against Linux: in
 // a network namespace of its own, it sends UDP datagrams over loopback,
 // IPv4 ones (some with IP options) larger than its MTU of 1500, and IPv6
@@ -148,7 +127,7 @@ func enterNamespace(t *testing.T) netlink.Link {
 // reassembles them: the datagram must be the one sent, its UDP checksum
 // right.
 func TestReassembleKernelFragments(t *testing.T) {
-	lo := enterNamespace(t)
+	lo := testutil.EnterNetns(t)
 	const ethPIP, ethPIPv6 = 0x0008, 0xdd86 // ETH_P_IP and ETH_P_IPV6 in network byte order
 	capture := func(proto uint16) int {
 		ps, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(proto))

@@ -20,10 +20,11 @@ func parseFragment6(pkt []byte, f *fragment) bool {
 		return false
 	}
 	pkt = pkt[:ipv6Header+pl]
-	at, nextAt := ipv6FragmentHeader(pkt)
-	if at == 0 || at > ipv6MaxUnfrag {
+	c, ok := ipv6FragmentHeader(pkt)
+	if !ok || c.Off > ipv6MaxUnfrag {
 		return false
 	}
+	at, nextAt := c.Off, c.NextAt
 	fh := pkt[at : at+ipv6FragHeader]
 	field := be.Uint16(fh[2:])
 	f.key.src = [16]byte(pkt[8:24])
@@ -37,7 +38,10 @@ func parseFragment6(pkt []byte, f *fragment) bool {
 	f.nextAt, f.next = nextAt, fh[0]
 	if f.off == 0 {
 		// RFC 7112: the whole header chain in the first fragment.
-		if end, err := chainEnd(pkt, at+ipv6FragHeader, f.next); err != nil || end > len(pkt) {
+		if !c.Step() { // the Fragment header, held whole
+			return false
+		}
+		if end, err := chainEnd(c); err != nil || end > len(pkt) {
 			return false
 		}
 	}
