@@ -49,13 +49,14 @@ type TUN interface {
 	Close() error
 }
 
-// Wire is the sending half of the underlay: it sends whole outer packets,
-// in batches.
+// Wire is the sending half of the underlay: it sends ESP packets, each
+// with its outer header as fields, in batches.
 type Wire interface {
 	// SendBatch sends pkts, sets failed[i] (len(failed) >= len(pkts))
 	// to whether pkts[i] failed to go, and returns how many went and the
-	// first error.
-	SendBatch(pkts [][]byte, failed []bool) (sent int, err error)
+	// first error. It may write into the buffers before each packet's
+	// Start (the raw sockets' IP header).
+	SendBatch(pkts []underlay.Packet, failed []bool) (sent int, err error)
 }
 
 // Bind is the underlay: underlay.Conn, or an in-memory one in tests.

@@ -17,11 +17,12 @@ import (
 	"vnic/ndis"
 	"vnic/offload"
 	"vnic/sadb"
+	"vnic/underlay"
 )
 
 // wireTo delivers what one engine sends to another engine's receiver, as
-// a lossless underlay would: the whole outer packet with headroom before
-// it, one Flush per batch. It keeps a record of every ESP packet, in
+// a lossless underlay would: the ESP bytes with headroom before them and
+// their outer header, one flush per batch. It keeps a record of every ESP packet, in
 // order.
 type wireTo struct {
 	mu     sync.Mutex
@@ -31,22 +32,21 @@ type wireTo struct {
 	log    []wireRecord
 }
 
-func (w *wireTo) SendBatch(pkts [][]byte, failed []bool) (int, error) {
+func (w *wireTo) SendBatch(pkts []underlay.Packet, failed []bool) (int, error) {
 	clear(failed[:len(pkts)])
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, pkt := range pkts {
-		buf := make([]byte, 128+len(pkt)+64)
-		copy(buf[128:], pkt)
-		if h, kind, err := offload.Parse(buf, 128, 128+len(pkt)); err == nil && kind == offload.KindESP {
-			w.log = append(w.log, wireRecord{binary.BigEndian.Uint32(buf[h.ESP:]),
-				binary.BigEndian.Uint32(buf[h.ESP+4:]), binary.BigEndian.Uint64(buf[h.ESP+8:])})
+	for i := range pkts {
+		p := received(&pkts[i])
+		if h, kind, err := offload.Parse(p.Buf, p.Start, p.End, &p.Outer); err == nil && kind == offload.KindESP {
+			w.log = append(w.log, wireRecord{binary.BigEndian.Uint32(p.Buf[h.ESP:]),
+				binary.BigEndian.Uint32(p.Buf[h.ESP+4:]), binary.BigEndian.Uint64(p.Buf[h.ESP+8:])})
 		}
 		if w.tamper != nil {
-			w.tamper(buf[128 : 128+len(pkt)])
+			w.tamper(p.Buf[p.Start:p.End])
 		}
 		w.sent++
-		w.rx.add(buf, 128, 128+len(pkt))
+		w.rx.add(p)
 	}
 	w.rx.flush()
 	return len(pkts), nil
@@ -418,7 +418,7 @@ type oddWire struct {
 	batches []int // the size of each batch
 }
 
-func (w *oddWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
+func (w *oddWire) SendBatch(pkts []underlay.Packet, failed []bool) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.batches = append(w.batches, len(pkts))

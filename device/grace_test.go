@@ -10,6 +10,7 @@ import (
 
 	"vnic/offload"
 	"vnic/sadb"
+	"vnic/underlay"
 )
 
 // blockingWire is an underlay whose sends block until release is closed,
@@ -20,7 +21,7 @@ type blockingWire struct {
 	once             sync.Once
 }
 
-func (w *blockingWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
+func (w *blockingWire) SendBatch(pkts []underlay.Packet, failed []bool) (int, error) {
 	w.once.Do(func() { close(w.entered) })
 	<-w.release
 	clear(failed[:len(pkts)])
@@ -74,12 +75,13 @@ func TestDeleteDoesNotStallOtherLoop(t *testing.T) {
 			buf := make([]byte, offload.Headroom+200+offload.Tailroom)
 			ping := tuntest.Ping(in4a, in4b)
 			copy(buf[offload.Headroom:], ping)
-			sp, _, err := offload.Encapsulate(b.table.Get(hb), buf, offload.Headroom, offload.Headroom+len(ping))
+			j, _, err := offload.Encapsulate(b.table.Get(hb), buf, offload.Headroom, offload.Headroom+len(ping))
 			if err != nil {
 				t.Errorf("encapsulate %d: %v", i, err)
 			}
+			p := receivedJob(buf, j)
 			start := time.Now()
-			rx.add(buf, sp.Start, sp.End)
+			rx.add(p)
 			rx.flush()
 			if i == 2 {
 				flushed <- time.Since(start)

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 
 	"vnic/internal/packettest"
+	"vnic/offload"
+	"vnic/underlay"
 )
 
 // quiet is a logger that writes nothing.
@@ -24,3 +26,19 @@ var (
 )
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// received returns p as the underlay delivers it to the peer: its bytes
+// after underlay.Headroom in a buffer of their own, with room after them,
+// and the outer header it was sent with.
+func received(p *underlay.Packet) *underlay.Packet {
+	n := p.End - p.Start
+	b := make([]byte, underlay.Headroom+n+64)
+	copy(b[underlay.Headroom:], p.Buf[p.Start:p.End])
+	return &underlay.Packet{Buf: b, Start: underlay.Headroom, End: underlay.Headroom + n, Outer: p.Outer}
+}
+
+// receivedJob is received for the packet j that offload encapsulated in
+// buf.
+func receivedJob(buf []byte, j offload.EncapJob) *underlay.Packet {
+	return received(&underlay.Packet{Buf: buf, Start: j.Start, End: j.End, Outer: j.Outer})
+}

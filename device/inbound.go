@@ -31,12 +31,12 @@ type receiver struct {
 
 // inPacket is a received packet between add and flush.
 type inPacket struct {
-	sa    *sadb.SA // nil: an unknown SPI passed up unprocessed
-	h     offload.Header
-	buf   []byte
-	start int
-	seq   uint64
-	err   error // from offload.DecapOpen
+	sa  *sadb.SA // nil: an unknown SPI passed up unprocessed
+	h   offload.Header
+	buf []byte
+	up  int // sa == nil: where the whole packet passed up starts
+	seq uint64
+	err error // from offload.DecapOpen
 }
 
 // newReceiver returns a receiver that writes to dev.
@@ -48,14 +48,15 @@ func (d *Device) newReceiver(dev TUN) *receiver {
 // must not be used after.
 func (r *receiver) close() { r.reader.Close() }
 
-// add checks one underlay packet, buf[start:end], up to its cryptography
-// and queues it for flush. buf must stay untouched until flush.
-func (r *receiver) add(buf []byte, start, end int) {
+// add checks one underlay packet up to its cryptography and queues it
+// for flush. Its buffer must stay untouched until flush.
+func (r *receiver) add(p *underlay.Packet) {
 	if !r.reader.InSection() {
 		r.reader.Enter()
 	}
 	d := r.d
-	h, kind, err := offload.Parse(buf, start, end)
+	buf := p.Buf
+	h, kind, err := offload.Parse(buf, p.Start, p.End, &p.Outer)
 	if err != nil {
 		d.drop(nil, err)
 		return
@@ -74,13 +75,16 @@ func (r *receiver) add(buf []byte, start, end int) {
 			d.drop(nil, offload.ErrNoSA)
 			return
 		}
-		if start < tunOffset {
+		// The host gets the packet as it came: its outer headers
+		// written back in front of it, with valid checksums (the
+		// kernel drops a packet without).
+		if h.ESP < h.Size()+tunOffset {
 			d.drop(nil, offload.ErrNoRoomIn)
 			return
 		}
 		d.counts[cntPassedUp].Add(1)
-		offload.FixOuterChecksums(buf[start:h.End], &h)
-		r.pkts = append(r.pkts, inPacket{h: h, buf: buf, start: start})
+		up := h.Encode(buf, h.ESP, h.End)
+		r.pkts = append(r.pkts, inPacket{h: h, buf: buf, up: up})
 		return
 	}
 	seq, err := offload.DecapBegin(sa, &h, buf)
@@ -88,7 +92,7 @@ func (r *receiver) add(buf []byte, start, end int) {
 		d.settle(sa, offload.Span{}, 0, err)
 		return
 	}
-	r.pkts = append(r.pkts, inPacket{sa: sa, h: h, buf: buf, start: start, seq: seq})
+	r.pkts = append(r.pkts, inPacket{sa: sa, h: h, buf: buf, seq: seq})
 }
 
 func (r *receiver) crypt(lo, hi int) {
@@ -107,12 +111,12 @@ func (r *receiver) flush() {
 	var bytes uint64
 	for i := range r.pkts {
 		p := &r.pkts[i]
-		sp := offload.Span{Start: p.start, End: p.h.End}
+		sp := offload.Span{Start: p.up, End: p.h.End}
 		if p.sa != nil {
 			var ev offload.Event
 			err := p.err
 			if err == nil {
-				sp, ev, err = offload.DecapEnd(p.sa, &p.h, p.buf, p.start, p.seq)
+				sp, ev, err = offload.DecapEnd(p.sa, &p.h, p.buf, p.seq)
 			}
 			if _, ok := d.settle(p.sa, sp, ev, err); !ok {
 				continue
@@ -163,8 +167,8 @@ func (d *Device) runInbound(ctx context.Context, recv underlay.ReceiveFunc) {
 	rx := d.newReceiver(d.tun)
 	defer rx.close()
 	deliver := func(pkts []underlay.Packet) {
-		for _, p := range pkts {
-			rx.add(p.Buf, p.Start, p.End)
+		for i := range pkts {
+			rx.add(&pkts[i])
 		}
 		rx.flush()
 	}

@@ -24,11 +24,11 @@ import (
 )
 
 // memBind is an in-memory underlay: what one side sends, the other
-// receives, a batch at a time, with the outer packet after
-// underlay.Headroom bytes as the sockets deliver it.
+// receives, a batch at a time, each packet as the sockets deliver it (see
+// received).
 type memBind struct {
 	peer      *memBind
-	in        chan [][]byte
+	in        chan []underlay.Packet
 	closed    chan struct{}
 	closeOnce sync.Once
 	sent      atomic.Int64
@@ -36,19 +36,17 @@ type memBind struct {
 
 // newMemBinds returns the two ends of an in-memory underlay.
 func newMemBinds() (*memBind, *memBind) {
-	a := &memBind{in: make(chan [][]byte, 256), closed: make(chan struct{})}
-	b := &memBind{in: make(chan [][]byte, 256), closed: make(chan struct{}), peer: a}
+	a := &memBind{in: make(chan []underlay.Packet, 256), closed: make(chan struct{})}
+	b := &memBind{in: make(chan []underlay.Packet, 256), closed: make(chan struct{}), peer: a}
 	a.peer = b
 	return a, b
 }
 
-func (m *memBind) SendBatch(pkts [][]byte, failed []bool) (int, error) {
+func (m *memBind) SendBatch(pkts []underlay.Packet, failed []bool) (int, error) {
 	clear(failed[:len(pkts)])
-	batch := make([][]byte, len(pkts))
-	for i, p := range pkts {
-		buf := make([]byte, underlay.Headroom+len(p)+64)
-		copy(buf[underlay.Headroom:], p)
-		batch[i] = buf[:underlay.Headroom+len(p)]
+	batch := make([]underlay.Packet, len(pkts))
+	for i := range pkts {
+		batch[i] = *received(&pkts[i])
 	}
 	select {
 	case m.peer.in <- batch:
@@ -59,17 +57,12 @@ func (m *memBind) SendBatch(pkts [][]byte, failed []bool) (int, error) {
 }
 
 func (m *memBind) Receivers() []underlay.ReceiveFunc {
-	pkts := make([]underlay.Packet, 0, underlay.BatchSize)
 	return []underlay.ReceiveFunc{func(deliver underlay.Deliver) error {
 		select {
 		case <-m.closed:
 			return net.ErrClosed
 		case batch := <-m.in:
-			pkts = pkts[:0]
-			for _, b := range batch {
-				pkts = append(pkts, underlay.Packet{Buf: b[:cap(b)], Start: underlay.Headroom, End: len(b)})
-			}
-			deliver(pkts)
+			deliver(batch)
 			return nil
 		}
 	}}
@@ -264,7 +257,7 @@ func TestReadErrorsBackOff(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 		buf := make([]byte, 200)
-		deliver([]underlay.Packet{{Buf: buf, Start: 100, End: 120}}) // malformed: counted, not delivered
+		deliver([]underlay.Packet{{Buf: buf, Start: 100, End: 104}}) // malformed: counted, not delivered
 		delivered.Add(1)
 		return nil
 	}
@@ -358,11 +351,11 @@ func TestWriteFailuresPerPacket(t *testing.T) {
 		if i < bad {
 			buf[offload.Headroom+28] = 0xee
 		}
-		sp, _, err := offload.Encapsulate(a.table.Get(ho), buf, offload.Headroom, end)
+		j, _, err := offload.Encapsulate(a.table.Get(ho), buf, offload.Headroom, end)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rx.add(buf, sp.Start, sp.End)
+		rx.add(receivedJob(buf, j))
 	}
 	rx.flush()
 	st := b.dev.Stats()

@@ -10,6 +10,7 @@ import (
 	"vnic/ipfrag"
 	"vnic/offload"
 	"vnic/sadb"
+	"vnic/underlay"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -23,7 +24,7 @@ func (d *Device) runOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	sizes := make([]int, n)
 	b := &outBatch{jobs: make([]offload.EncapJob, 0, n), bufs: make([][]byte, 0, n), sizes: make([]int, 0, n)}
 	failed := make([]bool, n)
-	out := make([][]byte, 0, n)
+	out := make([]underlay.Packet, 0, n)
 	for i := range bufs {
 		bufs[i] = make([]byte, offload.Headroom+maxPacket+offload.Tailroom)
 	}
@@ -63,8 +64,9 @@ func (d *Device) runOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			d.outbound(b, bufs[i], offload.Headroom, offload.Headroom+sizes[i])
 		}
 		d.cryptAll(b, len(b.jobs), &b.done)
-		for i, j := range b.jobs {
-			out = append(out, b.bufs[i][j.Start:j.End])
+		for i := range b.jobs {
+			j := &b.jobs[i]
+			out = append(out, underlay.Packet{Buf: b.bufs[i], Start: j.Start, End: j.End, Outer: j.Outer})
 		}
 		if len(out) > 0 {
 			// Each packet counts as sent or as a send error; failed
@@ -90,6 +92,7 @@ func (d *Device) runOutbound(ctx context.Context, dev TUN, wire Wire) error {
 			b.reasm.Release(dg)
 		}
 		clear(b.jobs) // let deleted SAs go
+		clear(out)
 		b.whole = b.whole[:0]
 	}
 }

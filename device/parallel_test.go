@@ -15,11 +15,13 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"vnic/algo"
+	"vnic/header"
 	"vnic/internal/packettest"
 	"vnic/internal/testutil"
 	"vnic/ipfrag"
 	"vnic/offload"
 	"vnic/sadb"
+	"vnic/underlay"
 )
 
 // batchTUN is a device whose reads return whole batches, as vnic0 does
@@ -294,7 +296,7 @@ func TestDeviceBatchNoAllocs(t *testing.T) {
 		bufs[i] = make([]byte, offload.Headroom+1500+offload.Tailroom)
 	}
 	ob := &outBatch{jobs: make([]offload.EncapJob, 0, batch), bufs: make([][]byte, 0, batch), sizes: make([]int, 0, batch)}
-	var sealed [][]byte // every packet sealed, for the inbound half
+	var sealed []*underlay.Packet // every packet sealed, for the inbound half
 	n := testing.AllocsPerRun(runs, func() {
 		ob.jobs, ob.bufs, ob.sizes = ob.jobs[:0], ob.bufs[:0], ob.sizes[:0]
 		for _, buf := range bufs {
@@ -312,11 +314,11 @@ func TestDeviceBatchNoAllocs(t *testing.T) {
 	for range runs + 1 {
 		for _, buf := range bufs {
 			end := udpPacket(buf, offload.Headroom, in4a, in4b, 1, 2, 1300)
-			sp, _, err := offload.Encapsulate(a.table.Get(1), buf, offload.Headroom, end)
+			j, _, err := offload.Encapsulate(a.table.Get(1), buf, offload.Headroom, end)
 			if err != nil {
 				t.Fatal(err)
 			}
-			sealed = append(sealed, append(make([]byte, 128, 128+sp.Len()+64), buf[sp.Start:sp.End]...))
+			sealed = append(sealed, receivedJob(buf, j))
 		}
 	}
 	rx := b.dev.newReceiver(nullTUN{})
@@ -325,7 +327,7 @@ func TestDeviceBatchNoAllocs(t *testing.T) {
 		for range batch {
 			p := sealed[k]
 			k++
-			rx.add(p[:cap(p)], 128, len(p))
+			rx.add(p)
 		}
 		rx.flush()
 	})
@@ -337,41 +339,50 @@ func TestDeviceBatchNoAllocs(t *testing.T) {
 	}
 }
 
-// TestPassUpFixesChecksums: with PassUnknownSPI, ESP-in-UDP for an unknown
-// SPI reaches the device with valid checksums (the underlay rebuilds its
-// headers without them), so that the kernel takes it.
-func TestPassUpFixesChecksums(t *testing.T) {
+// TestPassUpRebuildsHeaders: with PassUnknownSPI, ESP for an unknown SPI
+// reaches the device as it came on the wire: the outer IP (and UDP)
+// headers the sockets took off are written back in front of it, with
+// valid checksums (the kernel drops a packet without).
+func TestPassUpRebuildsHeaders(t *testing.T) {
 	e := newDevice(Config{Table: sadb.TableConfig{Capacity: 1}, PassUnknownSPI: true}, quiet)
 	dev := newBatchTUN()
 	rx := e.newReceiver(dev)
-	for _, tc := range []struct{ src, dst netip.Addr }{{v4a, v4b}, {v6a, v6b}} {
-		buf := make([]byte, 2048)
-		end := udpPacket(buf, 128, tc.src, tc.dst, 4500, 4500, 40)
-		l4 := 128 + 20
-		if tc.src.Is6() {
-			l4 = 128 + 40
+	cases := []header.Outer{
+		{Src: v4a, Dst: v4b, UDP: true, SrcPort: 31000, DstPort: 4500, TOS: 0xb8, TTL: 61},
+		{Src: v6a, Dst: v6b, UDP: true, SrcPort: 31000, DstPort: 4500, TOS: 0x02, TTL: 9},
+		{Src: v4a, Dst: v4b, TTL: 64},
+		{Src: v6a, Dst: v6b, TTL: 64},
+	}
+	for _, o := range cases {
+		esp := make([]byte, 40)
+		binary.BigEndian.PutUint32(esp, 0x0badbeef) // the SPI
+		for i := range esp[4:] {
+			esp[4+i] = byte(i)
 		}
-		binary.BigEndian.PutUint32(buf[l4+8:], 0x0badbeef) // the SPI
-		if tc.src.Is4() {
-			binary.BigEndian.PutUint16(buf[128+10:], 0) // as the underlay rebuilds it
-		}
-		rx.add(buf, 128, end)
+		p := received(&underlay.Packet{Buf: esp, Start: 0, End: len(esp), Outer: o})
+		rx.add(p)
 		rx.flush()
 		got := dev.received()
 		if len(got) == 0 {
-			t.Fatalf("%v: not passed up", tc.src)
+			t.Fatalf("%+v: not passed up", o)
 		}
-		p := got[len(got)-1]
-		if tc.src.Is4() {
-			if packettest.Checksum(p[:20], 0) != 0 {
-				t.Errorf("IPv4 header checksum invalid: %x", p[:20])
+		pkt := got[len(got)-1]
+		back, payload, end, err := header.ParseOuter(pkt)
+		if err != nil || back != o || end != len(pkt) || !bytes.Equal(pkt[payload:], esp) {
+			t.Fatalf("passed up %x: ParseOuter = %+v, %d, %d, %v; want %+v and the ESP bytes", pkt, back, payload, end, err, o)
+		}
+		if o.Is6() {
+			if o.UDP {
+				if c := packettest.Checksum(pkt[40:], packettest.PseudoHeader(pkt, 17, len(pkt)-40)); c != 0 {
+					t.Errorf("IPv6 UDP checksum invalid (%04x): %x", c, pkt[40:48])
+				}
 			}
-		} else if c := packettest.Checksum(p[40:], packettest.PseudoHeader(p, 17, len(p)-40)); c != 0 {
-			t.Errorf("IPv6 UDP checksum invalid (%04x): %x", c, p[40:48])
+		} else if packettest.Checksum(pkt[:20], 0) != 0 {
+			t.Errorf("IPv4 header checksum invalid: %x", pkt[:20])
 		}
 	}
-	if n := e.Stats()["VnicInPassedUp"]; n != 2 {
-		t.Errorf("VnicInPassedUp %d, want 2", n)
+	if n := e.Stats()["VnicInPassedUp"]; n != uint64(len(cases)) {
+		t.Errorf("VnicInPassedUp %d, want %d", n, len(cases))
 	}
 }
 

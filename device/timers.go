@@ -9,6 +9,7 @@ import (
 
 	"vnic/offload"
 	"vnic/sadb"
+	"vnic/underlay"
 )
 
 // The timers' work is proportional to what is due, not to how many SAs
@@ -202,9 +203,10 @@ func (d *Device) natKeepalives(now time.Time, wire Wire) {
 			continue
 		}
 		st.due = now.Add(sa.Config.Encap.KeepaliveInterval)
-		var buf [offload.KeepaliveMaxLen]byte
+		buf := [1]byte{offload.KeepaliveByte}
 		var failed [1]bool // the Wire contract: one per packet
-		if _, err := wire.SendBatch([][]byte{offload.KeepalivePacket(buf[:], &sa.Config)}, failed[:]); err != nil {
+		pkt := [1]underlay.Packet{{Buf: buf[:], Start: 0, End: 1, Outer: offload.KeepaliveOuter(&sa.Config)}}
+		if _, err := wire.SendBatch(pkt[:], failed[:]); err != nil {
 			d.counts[cntSendErrors].Add(1)
 			continue
 		}

@@ -7,18 +7,18 @@ import (
 	"time"
 
 	"vnic/event"
-	"vnic/internal/packettest"
 	"vnic/offload"
 	"vnic/sadb"
+	"vnic/underlay"
 )
 
 // sentWire records what it is asked to send. It holds callers to the Wire
 // contract as the underlay does: failed has room for every packet.
-type sentWire struct{ pkts [][]byte }
+type sentWire struct{ pkts []*underlay.Packet }
 
-func (w *sentWire) SendBatch(pkts [][]byte, failed []bool) (int, error) {
-	for _, p := range pkts {
-		w.pkts = append(w.pkts, append([]byte(nil), p...))
+func (w *sentWire) SendBatch(pkts []underlay.Packet, failed []bool) (int, error) {
+	for i := range pkts {
+		w.pkts = append(w.pkts, received(&pkts[i]))
 	}
 	clear(failed[:len(pkts)])
 	return len(pkts), nil
@@ -77,17 +77,11 @@ func TestNATKeepalives(t *testing.T) {
 
 			// What went: a keepalive to the SA's peer port, from its own.
 			for _, p := range w.pkts {
-				h, kind, err := offload.Parse(p, 0, len(p))
+				h, kind, err := offload.Parse(p.Buf, p.Start, p.End, &p.Outer)
 				if err != nil || kind != offload.KindKeepalive || !h.UDP || h.Dst != fam.dst || h.Src != fam.src ||
 					h.SrcPort != sadb.DefaultUDPPort || h.DstPort != 31000 {
 					t.Fatalf("sent %x: offload.Parse = %+v, kind %d, %v; want a NAT keepalive %v:%d -> %v:31000",
-						p, h, kind, err, fam.src, sadb.DefaultUDPPort, fam.dst)
-				}
-				if fam.dst.Is4() && packettest.Checksum(p[:20], 0) != 0 {
-					t.Errorf("bad IPv4 header checksum in %x", p)
-				}
-				if fam.dst.Is6() && packettest.Checksum(p[40:], packettest.PseudoHeader(p, 17, len(p)-40)) != 0 {
-					t.Errorf("bad UDP checksum in %x", p)
+						p.Buf[p.Start:p.End], h, kind, err, fam.src, sadb.DefaultUDPPort, fam.dst)
 				}
 			}
 		})

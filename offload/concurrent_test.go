@@ -24,7 +24,7 @@ func TestConcurrentEncapsulateNumbersUnique(t *testing.T) {
 			buf := newBuf()
 			for range each {
 				end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 100)
-				sp, _, err := Encapsulate(out, buf, Headroom, end)
+				sp, _, err := encapWire(out, buf, Headroom, end)
 				if err != nil {
 					t.Error(err)
 					return

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"vnic/header"
+
 	"vnic/sadb"
 )
 
@@ -34,14 +36,14 @@ func craftPad(t *testing.T, out *sadb.SA, payload, pad []byte, padLen, next byte
 	n += copy(buf[p+n:], pad)
 	buf[p+n], buf[p+n+1] = padLen, next
 	end := p + n + 2 + c.ICVLen()
-	h := ipv4(buf[start:])
+	h := header.IPv4(buf[start:])
 	h[0] = 0x45
-	h.setTotalLen(end - start)
-	h[8], h[9] = 64, protoESP
+	h.SetTotalLen(end - start)
+	h[8], h[9] = 64, header.ProtoESP
 	a, b := v4a.As4(), v4b.As4()
 	copy(h[12:], a[:])
 	copy(h[16:], b[:])
-	h.setChecksum()
+	h.SetChecksum()
 	binary.BigEndian.PutUint32(buf[esp:], out.Config.SPI)
 	binary.BigEndian.PutUint32(buf[esp+4:], uint32(seq))
 	c.Seal(buf[:end], esp, seq)
@@ -60,7 +62,7 @@ func innerUDP(n int) []byte {
 func TestInboundDrops(t *testing.T) {
 	tunnel := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()}
 	sel := tunnel
-	sel.Selectors = []sadb.Selector{{Proto: protoTCP}}
+	sel.Selectors = []sadb.Selector{{Proto: header.ProtoTCP}}
 	cases := []struct {
 		name    string
 		cfg     sadb.Config
@@ -70,15 +72,15 @@ func TestInboundDrops(t *testing.T) {
 		want    error
 		reason  string
 	}{
-		{"good", tunnel, innerUDP(10), []byte{1, 2}, protoIPv4, nil, ""},
-		{"TFC padding accepted", tunnel, append(innerUDP(10), make([]byte, 37)...), []byte{1}, protoIPv4, nil, ""},
-		{"bad pad byte", tunnel, innerUDP(10), []byte{1, 3}, protoIPv4, ErrBadPadding, "XfrmInStateProtoError"},
-		{"pad length too long", tunnel, []byte{0xaa, 0xbb}, nil, protoIPv4, ErrBadPadding, "XfrmInStateProtoError"},
-		{"dummy packet", tunnel, innerUDP(10), []byte{1, 2}, protoNoNext, ErrDummy, "VnicInDummy"},
-		{"next header not IP in tunnel mode", tunnel, innerUDP(10), []byte{1, 2}, protoUDP, ErrBadNextHeader, "XfrmInStateModeError"},
-		{"next header IPv6 but IPv4 inside", tunnel, innerUDP(10), []byte{1, 2}, protoIPv6, ErrBadInner, "XfrmInStateModeError"},
-		{"inner length beyond payload", tunnel, innerUDP(10)[:30], nil, protoIPv4, ErrBadInner, "XfrmInStateModeError"},
-		{"selector mismatch", sel, innerUDP(10), []byte{1, 2}, protoIPv4, ErrSelector, "XfrmInTmplMismatch"},
+		{"good", tunnel, innerUDP(10), []byte{1, 2}, header.ProtoIPv4, nil, ""},
+		{"TFC padding accepted", tunnel, append(innerUDP(10), make([]byte, 37)...), []byte{1}, header.ProtoIPv4, nil, ""},
+		{"bad pad byte", tunnel, innerUDP(10), []byte{1, 3}, header.ProtoIPv4, ErrBadPadding, "XfrmInStateProtoError"},
+		{"pad length too long", tunnel, []byte{0xaa, 0xbb}, nil, header.ProtoIPv4, ErrBadPadding, "XfrmInStateProtoError"},
+		{"dummy packet", tunnel, innerUDP(10), []byte{1, 2}, header.ProtoNoNext, ErrDummy, "VnicInDummy"},
+		{"next header not IP in tunnel mode", tunnel, innerUDP(10), []byte{1, 2}, header.ProtoUDP, ErrBadNextHeader, "XfrmInStateModeError"},
+		{"next header IPv6 but IPv4 inside", tunnel, innerUDP(10), []byte{1, 2}, header.ProtoIPv6, ErrBadInner, "XfrmInStateModeError"},
+		{"inner length beyond payload", tunnel, innerUDP(10)[:30], nil, header.ProtoIPv4, ErrBadInner, "XfrmInStateModeError"},
+		{"selector mismatch", sel, innerUDP(10), []byte{1, 2}, header.ProtoIPv4, ErrSelector, "XfrmInTmplMismatch"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,11 +90,11 @@ func TestInboundDrops(t *testing.T) {
 				padLen = 200 // with 2 bytes of plaintext before it
 			}
 			buf, start, end := craftPad(t, out, tc.payload, tc.pad, padLen, tc.next)
-			h, kind, err := Parse(buf, start, end)
+			h, kind, err := parseWire(buf, start, end)
 			if err != nil || kind != KindESP {
 				t.Fatalf("Parse: %v %v", kind, err)
 			}
-			sp, _, err := Decapsulate(in, &h, buf, start)
+			sp, _, err := Decapsulate(in, &h, buf)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Decapsulate = %v, want %v", err, tc.want)
 			}
@@ -112,31 +114,31 @@ func TestInboundDrops(t *testing.T) {
 
 func TestInboundHeaderErrors(t *testing.T) {
 	out, in := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()})
-	buf, start, end := craft(t, out, innerUDP(10), nil, protoIPv4)
+	buf, start, end := craft(t, out, innerUDP(10), nil, header.ProtoIPv4)
 	wire := append([]byte(nil), buf[start:end]...)
 	try := func(name string, mutate func(b []byte) []byte, want error) {
 		t.Run(name, func(t *testing.T) {
 			b := mutate(append([]byte(nil), wire...))
 			buf := make([]byte, len(b)+64)
 			copy(buf[32:], b)
-			h, _, err := Parse(buf, 32, 32+len(b))
+			h, _, err := parseWire(buf, 32, 32+len(b))
 			if err == nil {
-				_, _, err = Decapsulate(in, &h, buf, 32)
+				_, _, err = Decapsulate(in, &h, buf)
 			}
 			if !errors.Is(err, want) {
 				t.Fatalf("got %v, want %v", err, want)
 			}
 		})
 	}
-	try("truncated IP header", func(b []byte) []byte { return b[:15] }, ErrMalformed)
-	try("total length beyond packet", func(b []byte) []byte { return b[:len(b)-1] }, ErrMalformed)
+	try("truncated IP header", func(b []byte) []byte { return b[:15] }, header.ErrMalformed)
+	try("total length beyond packet", func(b []byte) []byte { return b[:len(b)-1] }, header.ErrMalformed)
 	try("truncated ESP", func(b []byte) []byte {
 		b = b[:20+12]
-		ipv4(b).setTotalLen(len(b))
+		header.IPv4(b).SetTotalLen(len(b))
 		return b
 	}, ErrMalformed)
-	try("fragment", func(b []byte) []byte { b[6] |= 0x20; return b }, ErrFragment)
-	try("not ESP", func(b []byte) []byte { b[9] = protoTCP; return b }, ErrNotESP)
+	try("fragment", func(b []byte) []byte { b[6] |= 0x20; return b }, header.ErrFragment)
+	try("not ESP", func(b []byte) []byte { b[9] = header.ProtoTCP; return b }, header.ErrNotESP)
 	try("bad ICV", func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, ErrAuthTunnel)
 	try("bad ciphertext", func(b []byte) []byte { b[40] ^= 1; return b }, ErrAuthTunnel)
 	try("good", func(b []byte) []byte { return b }, nil)
@@ -147,10 +149,10 @@ func TestParseUDPKinds(t *testing.T) {
 	mk := func(payload []byte) ([]byte, int) {
 		buf := newBuf()
 		p := buf[32:]
-		h := ipv4(p)
+		h := header.IPv4(p)
 		h[0] = 0x45
-		h.setTotalLen(28 + len(payload))
-		h[8], h[9] = 64, protoUDP
+		h.SetTotalLen(28 + len(payload))
+		h[8], h[9] = 64, header.ProtoUDP
 		binary.BigEndian.PutUint16(p[20:], 4500)
 		binary.BigEndian.PutUint16(p[22:], 4500)
 		binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
@@ -170,7 +172,7 @@ func TestParseUDPKinds(t *testing.T) {
 	}
 	for _, tc := range cases {
 		buf, end := mk(tc.payload)
-		h, kind, err := Parse(buf, 32, end)
+		h, kind, err := parseWire(buf, 32, end)
 		if !errors.Is(err, tc.err) || err == nil && kind != tc.kind {
 			t.Errorf("%s: kind %v err %v", tc.name, kind, err)
 		}
@@ -185,9 +187,9 @@ func TestEncapMismatch(t *testing.T) {
 	out, _ := pair(t, cfg)
 	cfg.Encap.UDP = true
 	_, in := pair(t, cfg)
-	buf, start, end := craft(t, out, innerUDP(10), nil, protoIPv4)
-	h, _, _ := Parse(buf, start, end)
-	if _, _, err := Decapsulate(in, &h, buf, start); !errors.Is(err, ErrEncapMismatch) {
+	buf, start, end := craft(t, out, innerUDP(10), nil, header.ProtoIPv4)
+	h, _, _ := parseWire(buf, start, end)
+	if _, _, err := Decapsulate(in, &h, buf); !errors.Is(err, ErrEncapMismatch) {
 		t.Fatalf("raw ESP to a UDP SA: %v", err)
 	}
 }
@@ -202,7 +204,7 @@ func TestOutboundLimits(t *testing.T) {
 	for i := range 3 {
 		buf := newBuf()
 		end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-		_, ev, err := Encapsulate(out, buf, Headroom, end)
+		_, ev, err := encapWire(out, buf, Headroom, end)
 		if err != nil {
 			t.Fatalf("packet %d: %v", i, err)
 		}
@@ -213,7 +215,7 @@ func TestOutboundLimits(t *testing.T) {
 	}
 	buf := newBuf()
 	end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-	if _, _, err := Encapsulate(out, buf, Headroom, end); !errors.Is(err, ErrSeqExhausted) {
+	if _, _, err := encapWire(out, buf, Headroom, end); !errors.Is(err, ErrSeqExhausted) {
 		t.Fatalf("after 2^32-1: %v, want ErrSeqExhausted", err)
 	}
 
@@ -224,13 +226,13 @@ func TestOutboundLimits(t *testing.T) {
 	for i, w := range want {
 		buf := newBuf()
 		end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-		_, ev, err := Encapsulate(out, buf, Headroom, end)
+		_, ev, err := encapWire(out, buf, Headroom, end)
 		if err != nil || ev != w {
 			t.Fatalf("packet %d: events %v err %v, want %v", i, ev, err, w)
 		}
 	}
 	end = udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-	if _, _, err := Encapsulate(out, buf, Headroom, end); !errors.Is(err, ErrOutExpired) {
+	if _, _, err := encapWire(out, buf, Headroom, end); !errors.Is(err, ErrOutExpired) {
 		t.Fatalf("after the hard limit: %v", err)
 	}
 }
@@ -239,11 +241,11 @@ func TestNoRoom(t *testing.T) {
 	out, _ := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()})
 	buf := newBuf()
 	end := udpPacket(buf, 10, in4a, in4b, 1, 2, 10)
-	if _, _, err := Encapsulate(out, buf, 10, end); !errors.Is(err, ErrNoRoomOut) {
+	if _, _, err := encapWire(out, buf, 10, end); !errors.Is(err, ErrNoRoomOut) {
 		t.Fatalf("no headroom: %v", err)
 	}
 	end = udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-	if _, _, err := Encapsulate(out, buf[:end:end+4], Headroom, end); !errors.Is(err, ErrNoRoomOut) {
+	if _, _, err := encapWire(out, buf[:end:end+4], Headroom, end); !errors.Is(err, ErrNoRoomOut) {
 		t.Fatalf("no tailroom: %v", err)
 	}
 	if out.Out.Last() != 0 {
@@ -257,26 +259,26 @@ func TestECN(t *testing.T) {
 	out, in := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x3000, Algo: gcm128()})
 	buf := newBuf()
 	end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-	buf[Headroom+1] = 0xb8 | ecnCE // DSCP EF, CE
-	ipv4(buf[Headroom:]).setChecksum()
-	sp, _, err := Encapsulate(out, buf, Headroom, end)
+	buf[Headroom+1] = 0xb8 | header.ECNCE // DSCP EF, CE
+	header.IPv4(buf[Headroom:]).SetChecksum()
+	sp, _, err := encapWire(out, buf, Headroom, end)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tos := buf[sp.Start+1]; tos != 0xb8|ecnECT0 {
+	if tos := buf[sp.Start+1]; tos != 0xb8|header.ECNECT0 {
 		t.Fatalf("outer TOS %#x, want DSCP copied and ECT(0)", tos)
 	}
 	// Mark CE on the outer header, as a congested router would.
-	buf[sp.Start+1] |= ecnCE
-	ipv4(buf[sp.Start:]).setChecksum()
-	h, _, _ := Parse(buf, sp.Start, sp.End)
-	got, _, err := Decapsulate(in, &h, buf, sp.Start)
+	buf[sp.Start+1] |= header.ECNCE
+	header.IPv4(buf[sp.Start:]).SetChecksum()
+	h, _, _ := parseWire(buf, sp.Start, sp.End)
+	got, _, err := Decapsulate(in, &h, buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inner := ipv4(buf[got.Start:got.End])
-	if inner.tos()&ecnMask != ecnCE || fold(sum(inner[:20], 0)) != 0xffff {
-		t.Fatalf("inner TOS %#x after CE outside (checksum ok=%v)", inner.tos(), fold(sum(inner[:20], 0)) == 0xffff)
+	inner := header.IPv4(buf[got.Start:got.End])
+	if inner.TOS()&header.ECNMask != header.ECNCE || header.Fold(header.Sum(inner[:20], 0)) != 0xffff {
+		t.Fatalf("inner TOS %#x after CE outside (checksum ok=%v)", inner.TOS(), header.Fold(header.Sum(inner[:20], 0)) == 0xffff)
 	}
 }
 
@@ -290,7 +292,7 @@ func TestDeletedSA(t *testing.T) {
 	tab.Delete([]sadb.Handle{res[0].Handle})
 	buf := newBuf()
 	end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-	if _, _, err := Encapsulate(sa, buf, Headroom, end); !errors.Is(err, ErrOutDead) {
+	if _, _, err := encapWire(sa, buf, Headroom, end); !errors.Is(err, ErrOutDead) {
 		t.Fatalf("outbound on a deleted SA: %v", err)
 	}
 	if r, _ := ReasonOf(ErrOutDead); r != sadb.OutNoStates {
@@ -309,10 +311,10 @@ func TestNATTransportChecksum(t *testing.T) {
 		private, public, dst netip.Addr
 		proto                byte
 	}{
-		{"tcp4", netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("198.51.100.7"), v4b, protoTCP},
-		{"udp4", netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("198.51.100.7"), v4b, protoUDP},
-		{"tcp6", netip.MustParseAddr("fd00::1"), netip.MustParseAddr("2001:db8:99::1"), v6b, protoTCP},
-		{"udp6", netip.MustParseAddr("fd00::1"), netip.MustParseAddr("2001:db8:99::1"), v6b, protoUDP},
+		{"tcp4", netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("198.51.100.7"), v4b, header.ProtoTCP},
+		{"udp4", netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("198.51.100.7"), v4b, header.ProtoUDP},
+		{"tcp6", netip.MustParseAddr("fd00::1"), netip.MustParseAddr("2001:db8:99::1"), v6b, header.ProtoTCP},
+		{"udp6", netip.MustParseAddr("fd00::1"), netip.MustParseAddr("2001:db8:99::1"), v6b, header.ProtoUDP},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := sadb.Config{Mode: sadb.Transport, Src: c.private, Dst: c.dst, SPI: 0x2000, Algo: gcm128(), Encap: sadb.Encap{UDP: true}}
@@ -329,18 +331,18 @@ func TestNATTransportChecksum(t *testing.T) {
 			end := udpPacket(buf, Headroom, c.private, c.dst, 5000, 80, 100)
 			pkt := buf[Headroom:end]
 			seg := pkt[hl:]
-			if c.proto == protoTCP { // the same bytes as a TCP segment
+			if c.proto == header.ProtoTCP { // the same bytes as a TCP segment
 				if hl == ipv6Header {
-					pkt[6] = protoTCP
+					pkt[6] = header.ProtoTCP
 				} else {
-					pkt[9] = protoTCP
-					ipv4(pkt).setChecksum()
+					pkt[9] = header.ProtoTCP
+					header.IPv4(pkt).SetChecksum()
 				}
 				seg[12] = 5 << 4 // data offset: 20 bytes
-				setRefChecksum(pkt[:hl], protoTCP, seg)
+				setRefChecksum(pkt[:hl], header.ProtoTCP, seg)
 			}
 			sent := bytes.Clone(pkt)
-			sp, _, err := Encapsulate(out, buf, Headroom, end)
+			sp, _, err := encapWire(out, buf, Headroom, end)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -350,18 +352,20 @@ func TestNATTransportChecksum(t *testing.T) {
 			if c.dst.Is4() {
 				a := c.public.As4()
 				copy(wire[12:16], a[:])
-				ipv4(wire).setChecksum()
+				header.IPv4(wire).SetChecksum()
 				binary.BigEndian.PutUint16(wire[ipv4MinHeader:], 31000)
 			} else {
 				a := c.public.As16()
 				copy(wire[8:24], a[:])
-				setUDP6Checksum(ipv6(wire), wire[ipv6Header:])
+				u := header.UDP(wire[ipv6Header:])
+				u.SetChecksum(0)
+				u.SetChecksum(header.TransportChecksum(wire, header.ProtoUDP, u))
 			}
-			h, kind, err := Parse(buf, sp.Start, sp.End)
+			h, kind, err := parseWire(buf, sp.Start, sp.End)
 			if err != nil || kind != KindESP {
 				t.Fatalf("Parse: %v, kind %d", err, kind)
 			}
-			got, _, err := Decapsulate(in, &h, buf, sp.Start)
+			got, _, err := Decapsulate(in, &h, buf)
 			if err != nil {
 				t.Fatalf("Decapsulate: %v", err)
 			}
@@ -371,9 +375,9 @@ func TestNATTransportChecksum(t *testing.T) {
 			}
 			var src netip.Addr
 			if c.dst.Is4() {
-				src = ipv4(d).src()
+				src = header.IPv4(d).Src()
 			} else {
-				src = ipv6(d).src()
+				src = header.IPv6(d).Src()
 			}
 			if src != c.public {
 				t.Fatalf("delivered from %v, want the NAT address %v", src, c.public)
@@ -386,7 +390,7 @@ func TestNATTransportChecksum(t *testing.T) {
 				t.Errorf("delivered checksum is not valid for %v -> %v:\n got %x\nwant %x", src, c.dst, d[hl:hl+20], want[hl:hl+20])
 			}
 			// And nothing but the addresses and checksums changed.
-			ck := map[byte]int{protoTCP: 16, protoUDP: 6}[c.proto]
+			ck := map[byte]int{header.ProtoTCP: 16, header.ProtoUDP: 6}[c.proto]
 			for i := range d[hl:] {
 				if (i < ck || i > ck+1) && d[hl+i] != sent[hl+i] {
 					t.Fatalf("delivered segment differs from the sent one at byte %d", i)
@@ -411,22 +415,22 @@ func TestPeerNearExhaustion(t *testing.T) {
 	for i, want := range []bool{false, true, false, false} {
 		buf := newBuf()
 		end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 10)
-		sp, _, err := Encapsulate(out, buf, Headroom, end)
+		sp, _, err := encapWire(out, buf, Headroom, end)
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, _, err := Parse(buf, sp.Start, sp.End)
+		h, _, err := parseWire(buf, sp.Start, sp.End)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if i == 1 { // a forged copy first: fails its ICV, raises nothing
 			forged := bytes.Clone(buf)
 			forged[sp.End-1] ^= 1
-			if _, ev, err := Decapsulate(in, &h, forged, sp.Start); err == nil || ev&EventSeqNearExhaustion != 0 {
+			if _, ev, err := Decapsulate(in, &h, forged); err == nil || ev&EventSeqNearExhaustion != 0 {
 				t.Fatalf("forged packet: %v, events %#x", err, ev)
 			}
 		}
-		_, ev, err := Decapsulate(in, &h, buf, sp.Start)
+		_, ev, err := Decapsulate(in, &h, buf)
 		if err != nil {
 			t.Fatalf("packet %d (seq %d): %v", i, warnFrom-1+uint64(i), err)
 		}

@@ -29,8 +29,6 @@ var (
 	ErrSADead         = newErr(sadb.InNoStates, ndis.CryptoGenericError, "the SA was deleted")
 	ErrInExpired      = newErr(sadb.InStateExpired, ndis.CryptoGenericError, "the SA reached its hard lifetime")
 	ErrMalformed      = newErr(sadb.InHdrError, ndis.CryptoInvalidPacketSyntax, "malformed outer IP, UDP or ESP header")
-	ErrFragment       = newErr(sadb.InHdrError, ndis.CryptoInvalidPacketSyntax, "fragmented ESP packet")
-	ErrNotESP         = newErr(sadb.InHdrError, ndis.CryptoInvalidProtocol, "not an ESP packet")
 	ErrEncapMismatch  = newErr(sadb.InStateMismatch, ndis.CryptoInvalidProtocol, "encapsulation (UDP or raw ESP) does not match the SA")
 	ErrReplay         = newErr(sadb.InStateSeqError, ndis.CryptoGenericError, "replayed or too old sequence number")
 	ErrAuthTunnel     = newErr(sadb.InStateProtoError, ndis.CryptoTunnelESPAuthFailed, "ESP integrity check failed")

@@ -3,6 +3,7 @@ package offload
 import (
 	"encoding/binary"
 
+	"vnic/header"
 	"vnic/sadb"
 )
 
@@ -16,15 +17,15 @@ func FlowOf(pkt []byte) (sadb.Flow, bool) {
 		return f, false
 	}
 	var l4 int
-	switch pkt[0] >> 4 {
+	switch header.Version(pkt) {
 	case 4:
-		h := ipv4(pkt)
-		hl := h.headerLen()
+		h := header.IPv4(pkt)
+		hl := h.HeaderLen()
 		if hl < ipv4MinHeader || hl > len(pkt) {
 			return f, false
 		}
-		f.Src, f.Dst, f.Proto = h.src(), h.dst(), h.protocol()
-		if binary.BigEndian.Uint16(pkt[6:])&0x1fff != 0 {
+		f.Src, f.Dst, f.Proto = h.Src(), h.Dst(), h.Protocol()
+		if h.FragmentOffset() != 0 {
 			return f, true // later fragment: no ports
 		}
 		l4 = hl
@@ -32,29 +33,26 @@ func FlowOf(pkt []byte) (sadb.Flow, bool) {
 		if len(pkt) < ipv6Header {
 			return f, false
 		}
-		h := ipv6(pkt)
-		f.Src, f.Dst = h.src(), h.dst()
-		off, next := ipv6Header, h.nextHeader()
-		for next == protoHopByHop || next == protoRouting || next == protoDstOpts || next == protoFragment {
-			if off+8 > len(pkt) {
+		h := header.IPv6(pkt)
+		f.Src, f.Dst = h.Src(), h.Dst()
+		c := h.Chain()
+		for c.Next == header.ProtoHopByHop || c.Next == header.ProtoRouting ||
+			c.Next == header.ProtoDstOpts || c.Next == header.ProtoFragment {
+			if c.Next == header.ProtoFragment && c.Off+header.IPv6FragmentSize <= len(pkt) &&
+				header.IPv6Fragment(pkt[c.Off:]).Offset() != 0 {
+				f.Proto = pkt[c.Off]
+				return f, true // later fragment: no ports
+			}
+			if !c.Step() {
 				return f, false
 			}
-			if next == protoFragment {
-				if binary.BigEndian.Uint16(pkt[off+2:])&0xfff8 != 0 {
-					f.Proto = pkt[off]
-					return f, true // later fragment: no ports
-				}
-				next, off = pkt[off], off+8
-				continue
-			}
-			next, off = pkt[off], off+int(pkt[off+1])*8+8
 		}
-		f.Proto, l4 = next, off
+		f.Proto, l4 = c.Next, c.Off
 	default:
 		return f, false
 	}
 	switch f.Proto {
-	case protoTCP, protoUDP, protoSCTP, protoUDPLite:
+	case header.ProtoTCP, header.ProtoUDP, header.ProtoSCTP, header.ProtoUDPLite:
 		if l4+4 <= len(pkt) {
 			f.SrcPort = binary.BigEndian.Uint16(pkt[l4:])
 			f.DstPort = binary.BigEndian.Uint16(pkt[l4+2:])

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"testing"
 
+	"vnic/header"
+
 	"vnic/algo"
 	"vnic/esn"
 	"vnic/ndis"
@@ -100,7 +102,7 @@ func (fz *decapFuzz) config(alg, top, opts uint8) (sadb.Config, topo) {
 		cfg.Selectors = []sadb.Selector{{
 			Src:   netip.PrefixFrom(tp.innerA, tp.innerA.BitLen()),
 			Dst:   netip.PrefixFrom(tp.innerB, tp.innerB.BitLen()),
-			Proto: protoUDP,
+			Proto: header.ProtoUDP,
 		}}
 	}
 	return cfg, tp
@@ -164,9 +166,9 @@ func sealFuzzPacket(sa *sadb.SA, data []byte) (p sealedPacket, ok bool) {
 	if v6 {
 		ipLen = ipv6Header + len(opt)
 	}
-	udpLen, proto := 0, byte(protoESP)
+	udpLen, proto := 0, byte(header.ProtoESP)
 	if cfg.Encap.UDP {
-		udpLen, proto = udpHeader, protoUDP
+		udpLen, proto = udpHeader, header.ProtoUDP
 	}
 	start := fuzzHead
 	esp := start + ipLen + udpLen
@@ -178,29 +180,29 @@ func sealFuzzPacket(sa *sadb.SA, data []byte) (p sealedPacket, ok bool) {
 	buf := fuzzBuffer(end - start)
 	pkt := buf[start:end]
 	if v6 {
-		h := ipv6(pkt)
+		h := header.IPv6(pkt)
 		h[0] = 6 << 4
-		h.setPayloadLen(len(pkt) - ipv6Header)
-		h[6], h[7] = proto, defaultTTL
+		h.SetPayloadLen(len(pkt) - ipv6Header)
+		h[6], h[7] = proto, header.DefaultTTL
 		s, d := cfg.Src.As16(), cfg.Dst.As16()
 		copy(h[8:], s[:])
 		copy(h[24:], d[:])
 		if units > 0 {
-			h[6] = protoDstOpts
+			h[6] = header.ProtoDstOpts
 			x := pkt[ipv6Header:ipLen]
 			copy(x, opt)
 			x[0], x[1] = proto, byte(units-1)
 		}
 	} else {
-		h := ipv4(pkt)
+		h := header.IPv4(pkt)
 		h[0] = 0x40 | byte(ipLen/4)
-		h.setTotalLen(len(pkt))
-		h[8], h[9] = defaultTTL, proto
+		h.SetTotalLen(len(pkt))
+		h[8], h[9] = header.DefaultTTL, proto
 		s, d := cfg.Src.As4(), cfg.Dst.As4()
 		copy(h[12:], s[:])
 		copy(h[16:], d[:])
 		copy(h[ipv4MinHeader:], opt)
-		h.setChecksum()
+		h.SetChecksum()
 	}
 	if udpLen > 0 {
 		u := pkt[ipLen:]
@@ -229,9 +231,10 @@ type sealedPacket struct {
 // want returns the packet that Decapsulate must deliver, if it delivers
 // one, computed independently from the plaintext: in tunnel mode the
 // inner packet its own header delimits (TFC padding after it dropped); in
-// transport mode the outer IP header, naming the next header of the
-// trailer and with its length (and IPv4 checksum) fixed, then the
-// payload; with ESP-in-UDP, a TCP or UDP payload's checksum is the one
+// transport mode the outer IP header (without IPv4 options or IPv6
+// extension headers under ESP-in-UDP, which the UDP socket keeps), naming
+// the next header of the trailer and with its length (and IPv4 checksum)
+// fixed, then the payload; with ESP-in-UDP, a TCP or UDP payload's checksum is the one
 // refChecksum finds for the delivered addresses (RFC 3948 §3.1.2). It
 // reports false when the trailer does not delimit a payload.
 func (p *sealedPacket) want(cfg *sadb.Config) ([]byte, bool) {
@@ -243,28 +246,39 @@ func (p *sealedPacket) want(cfg *sadb.Config) ([]byte, bool) {
 	payload := p.plain[:n-espTrailer-padLen]
 	if cfg.Mode == sadb.Tunnel {
 		switch {
-		case len(payload) >= ipv4MinHeader && payload[0]>>4 == 4 && ipv4(payload).totalLen() <= len(payload):
-			return payload[:ipv4(payload).totalLen()], true
-		case len(payload) >= ipv6Header && payload[0]>>4 == 6 && ipv6Header+ipv6(payload).payloadLen() <= len(payload):
-			return payload[:ipv6Header+ipv6(payload).payloadLen()], true
+		case len(payload) >= ipv4MinHeader && payload[0]>>4 == 4 && header.IPv4(payload).TotalLen() <= len(payload):
+			return payload[:header.IPv4(payload).TotalLen()], true
+		case len(payload) >= ipv6Header && payload[0]>>4 == 6 && ipv6Header+header.IPv6(payload).PayloadLen() <= len(payload):
+			return payload[:ipv6Header+header.IPv6(payload).PayloadLen()], true
 		}
 		return nil, false
 	}
-	out := slices.Concat(p.ip, payload)
+	ip := p.ip
+	if cfg.Encap.UDP {
+		// A UDP socket hands over no IP options or extension headers:
+		// the delivered header has none.
+		if ip[0]>>4 == 4 {
+			ip = slices.Clone(ip[:ipv4MinHeader])
+			ip[0] = 0x45
+		} else {
+			ip = slices.Clone(ip[:ipv6Header])
+		}
+	}
+	out := slices.Concat(ip, payload)
 	if out[0]>>4 == 4 {
 		out[9] = next
-		ipv4(out).setTotalLen(len(out))
-		ipv4(out).setChecksum()
+		header.IPv4(out).SetTotalLen(len(out))
+		header.IPv4(out).SetChecksum()
 	} else {
-		if len(p.ip) > ipv6Header {
+		if len(ip) > ipv6Header {
 			out[ipv6Header] = next
 		} else {
 			out[6] = next
 		}
-		ipv6(out).setPayloadLen(len(out) - ipv6Header)
+		header.IPv6(out).SetPayloadLen(len(out) - ipv6Header)
 	}
 	if cfg.Encap.UDP {
-		setRefChecksum(out[:len(p.ip)], next, out[len(p.ip):])
+		setRefChecksum(out[:len(ip)], next, out[len(ip):])
 	}
 	return out, true
 }
@@ -275,12 +289,12 @@ func (p *sealedPacket) want(cfg *sadb.Config) ([]byte, bool) {
 // 16 bits at a time; it leaves alone what Decapsulate must leave alone (a
 // zero UDP checksum, a segment too short, a UDP length that does not fit).
 func setRefChecksum(ip []byte, proto byte, seg []byte) {
-	at := map[byte]int{protoTCP: 16, protoUDP: 6}
+	at := map[byte]int{header.ProtoTCP: 16, header.ProtoUDP: 6}
 	off, ok := at[proto]
 	if !ok || len(seg) < off+2 {
 		return
 	}
-	if proto == protoUDP {
+	if proto == header.ProtoUDP {
 		n := int(seg[4])<<8 | int(seg[5])
 		if n < 8 || n > len(seg) || seg[6] == 0 && seg[7] == 0 {
 			return
@@ -305,7 +319,7 @@ func setRefChecksum(ip []byte, proto byte, seg []byte) {
 		acc = acc&0xffff + acc>>16
 	}
 	c := ^uint16(acc)
-	if c == 0 && proto == protoUDP {
+	if c == 0 && proto == header.ProtoUDP {
 		c = 0xffff
 	}
 	seg[off], seg[off+1] = byte(c>>8), byte(c)
@@ -329,9 +343,9 @@ func decapOnce(t *testing.T, sa *sadb.SA, buf []byte, start, end int) decapResul
 	t.Helper()
 	var r decapResult
 	var h Header
-	h, r.kind, r.parseErr = Parse(buf, start, end)
+	h, r.kind, r.parseErr = parseWire(buf, start, end)
 	if r.parseErr != nil {
-		if _, ok := ReasonOf(r.parseErr); !ok {
+		if _, ok := ReasonOf(r.parseErr); !ok && !isOuterErr(r.parseErr) {
 			t.Fatalf("unclassified Parse error %v", r.parseErr)
 		}
 		return r
@@ -342,7 +356,7 @@ func decapOnce(t *testing.T, sa *sadb.SA, buf []byte, start, end int) decapResul
 	if h.ESP < start || h.End > end || h.ESP+espHeader > h.End {
 		t.Fatalf("Parse returned offsets outside the packet [%d, %d): %+v", start, end, h)
 	}
-	sp, _, err := Decapsulate(sa, &h, buf, start)
+	sp, _, err := Decapsulate(sa, &h, buf)
 	r.err = err
 	for i, b := range buf[:start] {
 		if b != fuzzCanary {
@@ -377,15 +391,15 @@ func checkDelivered(t *testing.T, sa *sadb.SA, h *Header, buf []byte, start int,
 	pkt := buf[sp.Start:sp.End]
 	switch pkt[0] >> 4 {
 	case 4:
-		ip := ipv4(pkt)
-		if hl := ip.headerLen(); hl < ipv4MinHeader || hl > len(pkt) || ip.totalLen() != len(pkt) {
-			t.Fatalf("delivered IPv4 packet of %d bytes with header length %d and total length %d", len(pkt), hl, ip.totalLen())
+		ip := header.IPv4(pkt)
+		if hl := ip.HeaderLen(); hl < ipv4MinHeader || hl > len(pkt) || ip.TotalLen() != len(pkt) {
+			t.Fatalf("delivered IPv4 packet of %d bytes with header length %d and total length %d", len(pkt), hl, ip.TotalLen())
 		}
-		if sa.Config.Mode == sadb.Transport && fold(sum(pkt[:ip.headerLen()], 0)) != 0xffff {
-			t.Fatalf("delivered transport-mode IPv4 packet with a bad header checksum: %x", pkt[:ip.headerLen()])
+		if sa.Config.Mode == sadb.Transport && header.Fold(header.Sum(pkt[:ip.HeaderLen()], 0)) != 0xffff {
+			t.Fatalf("delivered transport-mode IPv4 packet with a bad header checksum: %x", pkt[:ip.HeaderLen()])
 		}
 	case 6:
-		if len(pkt) < ipv6Header || ipv6Header+ipv6(pkt).payloadLen() != len(pkt) {
+		if len(pkt) < ipv6Header || ipv6Header+header.IPv6(pkt).PayloadLen() != len(pkt) {
 			t.Fatalf("delivered IPv6 packet of %d bytes whose payload length says otherwise: %x", len(pkt), pkt[:min(len(pkt), ipv6Header)])
 		}
 	default:
@@ -394,9 +408,9 @@ func checkDelivered(t *testing.T, sa *sadb.SA, h *Header, buf []byte, start int,
 	if sa.Config.Mode == sadb.Transport {
 		var src, dst netip.Addr
 		if pkt[0]>>4 == 4 {
-			src, dst = ipv4(pkt).src(), ipv4(pkt).dst()
+			src, dst = header.IPv4(pkt).Src(), header.IPv4(pkt).Dst()
 		} else {
-			src, dst = ipv6(pkt).src(), ipv6(pkt).dst()
+			src, dst = header.IPv6(pkt).Src(), header.IPv6(pkt).Dst()
 		}
 		if src != h.Src || dst != h.Dst {
 			t.Fatalf("transport mode delivered %v -> %v from an ESP packet %v -> %v", src, dst, h.Src, h.Dst)
@@ -446,7 +460,7 @@ func FuzzDecapsulate(f *testing.F) {
 				out, _ := pair(f, cfg)
 				buf := newBuf()
 				end := udpPacket(buf, Headroom, tp.innerA, tp.innerB, 1, 2, 33)
-				sp, _, err := Encapsulate(out, buf, Headroom, end)
+				sp, _, err := encapWire(out, buf, Headroom, end)
 				if err != nil {
 					f.Fatal(err)
 				}
@@ -520,7 +534,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		for i := 1; ; i++ {
 			buf := newBuf()
 			end := udpPacket(buf, Headroom, tp.innerA, tp.innerB, 1000, 2000, 21)
-			sp, _, err := Encapsulate(out, buf, Headroom, end)
+			sp, _, err := encapWire(out, buf, Headroom, end)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -545,7 +559,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		}
 		for _, top := range []uint8{1, 4} { // tunnel-6in4, transport-4
 			tp := fz.topos[top]
-			inner, next := fuzzInner(tp, protoUDP)
+			inner, next := fuzzInner(tp, header.ProtoUDP)
 			write(fmt.Sprintf("%s-%s-sealed", name, tp.name), alg, top, fuzzSealed|fuzzSelectors,
 				sealed(0, espPlaintext(inner, next, 0, 16)))
 		}
@@ -562,13 +576,13 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}{{"gcm128", 0}, {"gcm128", 5}, {"cbc128-sha1", 3}} {
 		alg := uint8(slices.Index(fz.names, c.name))
 		top, tp := c.top, fz.topos[c.top]
-		inner, next := fuzzInner(tp, protoUDP)
-		tcp, tcpNext := fuzzInner(tp, protoTCP)
+		inner, next := fuzzInner(tp, header.ProtoUDP)
+		tcp, tcpNext := fuzzInner(tp, header.ProtoTCP)
 		pt := func(inner []byte, next byte, tfc int) []byte { return espPlaintext(inner, next, tfc, 16) }
 		good := pt(inner, next, 0)
 		cases := map[string][]byte{
 			"tfc-padding":   pt(inner, next, 24),
-			"dummy":         pt(inner, protoNoNext, 0),
+			"dummy":         pt(inner, header.ProtoNoNext, 0),
 			"next-header":   pt(inner, 99, 0),
 			"pad-bytes":     flip(good, len(good)-3),
 			"pad-length":    withByte(good, len(good)-2, 0xff),
@@ -606,10 +620,10 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	binary.BigEndian.PutUint16(w[6:], 0x2001) // more fragments, offset 8
 	write("fragment-v4", 0, 0, 0, w)
 	w = withOuterOptions(wire(0, 3, 0, 1), 1)
-	w[6] = protoFragment
+	w[6] = header.ProtoFragment
 	write("fragment-v6", 0, 3, 0, w)
 	w = bytes.Clone(wire(0, 4, 0, 1))
-	w[9] = protoTCP
+	w[9] = header.ProtoTCP
 	write("not-esp", 0, 4, 0, w)
 	w = wire(0, 1, fuzzUDP, 1)
 	write("udp-length", 0, 1, fuzzUDP, withByte(w, ipv4MinHeader+5, w[ipv4MinHeader+5]+1))
@@ -659,38 +673,38 @@ func writeFlowOfCorpus(t *testing.T, write func(string, ...any)) {
 		for _, typ := range types {
 			*next = typ
 			h := make([]byte, 8)
-			h[0] = protoUDP
+			h[0] = header.ProtoUDP
 			out = append(out, h...)
 			next = &out[len(out)-8]
 		}
 		out = append(out, v6[ipv6Header:]...)
-		ipv6(out).setPayloadLen(len(out) - ipv6Header)
+		header.IPv6(out).SetPayloadLen(len(out) - ipv6Header)
 		return out
 	}
-	write("v6-hop-routing-dstopts", ext(protoHopByHop, protoRouting, protoDstOpts))
-	first := ext(protoFragment)
+	write("v6-hop-routing-dstopts", ext(header.ProtoHopByHop, header.ProtoRouting, header.ProtoDstOpts))
+	first := ext(header.ProtoFragment)
 	first[ipv6Header+3] = 1 // M flag, offset 0
 	write("v6-first-fragment", first)
-	later := ext(protoFragment)
+	later := ext(header.ProtoFragment)
 	later[ipv6Header+2] = 0x01 // offset 32
 	write("v6-later-fragment", later)
-	write("v6-ext-cut-short", ext(protoHopByHop, protoDstOpts)[:ipv6Header+12])
+	write("v6-ext-cut-short", ext(header.ProtoHopByHop, header.ProtoDstOpts)[:ipv6Header+12])
 	frag := withByte(v4, 6, 0x20) // more fragments, offset 0: ports present
 	frag[7] = 0
 	write("v4-first-fragment", frag)
 	write("v4-later-fragment", withByte(v4, 7, 0x10))
 	write("v4-options", withOuterOptions(v4, 1))
 	write("v4-icmp", withByte(v4, 9, 1))
-	write("v4-sctp", withByte(v4, 9, protoSCTP))
+	write("v4-sctp", withByte(v4, 9, header.ProtoSCTP))
 	write("v4-udp-cut-short", v4[:ipv4MinHeader+3])
 	write("v4-ihl-too-long", withByte(v4[:24], 0, 0x4f))
-	write("v6-tcp", withByte(v6, 6, protoTCP))
+	write("v6-tcp", withByte(v6, 6, header.ProtoTCP))
 	write("v6-header-only", v6[:ipv6Header])
 	write("not-ip", withByte(v4, 0, 0x55))
 }
 
 // fuzzInner returns a packet from tp.innerA to tp.innerB, UDP or (with
-// protoTCP) numbered TCP, as ESP carries it in tp's mode: the whole packet
+// header.ProtoTCP) numbered TCP, as ESP carries it in tp's mode: the whole packet
 // with next header 4 or 41 in tunnel mode, what follows its IP header with
 // next header proto in transport mode.
 func fuzzInner(tp topo, proto uint8) ([]byte, byte) {
@@ -701,7 +715,7 @@ func fuzzInner(tp topo, proto uint8) ([]byte, byte) {
 	if tp.innerA.Is4() {
 		hl = ipv4MinHeader
 		pkt[9] = proto
-		ipv4(pkt).setChecksum()
+		header.IPv4(pkt).SetChecksum()
 	} else {
 		pkt[6] = proto
 	}
@@ -709,9 +723,9 @@ func fuzzInner(tp topo, proto uint8) ([]byte, byte) {
 	case tp.mode == sadb.Transport:
 		return pkt[hl:], proto
 	case tp.innerA.Is4():
-		return pkt, protoIPv4
+		return pkt, header.ProtoIPv4
 	}
-	return pkt, protoIPv6
+	return pkt, header.ProtoIPv6
 }
 
 // espPlaintext returns the ESP plaintext payload || tfc zero bytes ||
@@ -731,17 +745,17 @@ func withOuterOptions(pkt []byte, units int) []byte {
 	n := 8 * units
 	if pkt[0]>>4 == 4 {
 		out := slices.Concat(pkt[:ipv4MinHeader], bytes.Repeat([]byte{1}, n), pkt[ipv4MinHeader:])
-		h := ipv4(out)
+		h := header.IPv4(out)
 		h[0] = 0x40 | byte((ipv4MinHeader+n)/4)
-		h.setTotalLen(len(out))
-		h.setChecksum()
+		h.SetTotalLen(len(out))
+		h.SetChecksum()
 		return out
 	}
 	x := make([]byte, n)
 	x[0], x[1], x[2], x[3] = pkt[6], byte(units-1), 1, byte(n-4)
 	out := slices.Concat(pkt[:ipv6Header], x, pkt[ipv6Header:])
-	out[6] = protoDstOpts
-	ipv6(out).setPayloadLen(len(out) - ipv6Header)
+	out[6] = header.ProtoDstOpts
+	header.IPv6(out).SetPayloadLen(len(out) - ipv6Header)
 	return out
 }
 
@@ -763,8 +777,8 @@ func TestDecapsulateFuzzHarness(t *testing.T) {
 	fz := newDecapFuzz()
 	for a, name := range fz.names {
 		for top, tp := range fz.topos {
-			inner, next := fuzzInner(tp, protoUDP)
-			tcp, tcpNext := fuzzInner(tp, protoTCP)
+			inner, next := fuzzInner(tp, header.ProtoUDP)
+			tcp, tcpNext := fuzzInner(tp, header.ProtoTCP)
 			good := espPlaintext(inner, next, 0, 16)
 			authErr := ErrAuthTunnel
 			if tp.mode == sadb.Transport {
@@ -780,7 +794,7 @@ func TestDecapsulateFuzzHarness(t *testing.T) {
 				{"valid", fuzzSelectors, 0, good, nil},
 				{"esn-cross", fuzzESN, 3, good, nil},
 				{"tfc", fuzzUDP | fuzzSelectors, 0, espPlaintext(inner, next, 24, 16), nil},
-				{"dummy", 0, 0, espPlaintext(inner, protoNoNext, 0, 16), ErrDummy},
+				{"dummy", 0, 0, espPlaintext(inner, header.ProtoNoNext, 0, 16), ErrDummy},
 				{"pad-bytes", 0, 0, flip(good, len(good)-3), ErrBadPadding},
 				{"selector", fuzzSelectors, 0, espPlaintext(tcp, tcpNext, 0, 16), ErrSelector},
 				{"seq-zero", 0, -1, good, ErrReplay},
@@ -824,7 +838,7 @@ func FuzzFlowOf(f *testing.F) {
 			return
 		}
 		switch fl.Proto {
-		case protoTCP, protoUDP, protoSCTP, protoUDPLite:
+		case header.ProtoTCP, header.ProtoUDP, header.ProtoSCTP, header.ProtoUDPLite:
 		default:
 			if fl.SrcPort != 0 || fl.DstPort != 0 {
 				t.Fatalf("ports for protocol %d: %+v", fl.Proto, fl)

@@ -3,6 +3,7 @@ package offload
 import (
 	"testing"
 
+	"vnic/header"
 	"vnic/internal/packettest"
 	"vnic/ndis"
 	"vnic/sadb"
@@ -51,3 +52,32 @@ var (
 )
 
 func newBuf() []byte { return make([]byte, 2048) }
+
+// encapWire encapsulates buf[start:end] with sa and writes the outer
+// headers in front of the ESP bytes, as the raw underlay does: the result
+// is the whole packet as it goes on the wire.
+func encapWire(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
+	j, ev, err := Encapsulate(sa, buf, start, end)
+	if err != nil {
+		return Span{}, ev, err
+	}
+	return Span{j.Outer.Encode(buf, j.Start, j.End), j.End}, ev, nil
+}
+
+// parseWire reads the whole underlay packet buf[start:end] as the
+// underlay and Parse do together: the outer headers into an Outer, then
+// the ESP (or keepalive or IKE) after them. A packet whose outer headers
+// the kernel would not pass on fails with one of header's errors.
+func parseWire(buf []byte, start, end int) (Header, Kind, error) {
+	o, p, e, err := header.ParseOuter(buf[start:end])
+	if err != nil {
+		return Header{}, 0, err // one of header's: the kernel would not pass the packet on
+	}
+	return Parse(buf, start+p, start+e, &o)
+}
+
+// isOuterErr reports whether err is one of header's errors for outer
+// headers that the kernel would refuse before vnic sees the packet.
+func isOuterErr(err error) bool {
+	return err == header.ErrMalformed || err == header.ErrFragment || err == header.ErrNotESP
+}

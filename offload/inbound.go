@@ -1,11 +1,10 @@
 package offload
 
 import (
-	"encoding/binary"
 	"errors"
-	"net/netip"
 
 	"vnic/algo"
+	"vnic/header"
 	"vnic/sadb"
 )
 
@@ -19,108 +18,46 @@ const (
 	KindIKE                   // a UDP packet with the non-ESP marker (IKE on port 4500)
 )
 
-// Header is what Parse found in an underlay packet.
+// Header is an underlay packet as Parse found it: its outer header and
+// where its ESP lies in the buffer.
 type Header struct {
-	Src, Dst netip.Addr
-	// UDP is true for ESP-in-UDP, with its ports.
-	UDP              bool
-	SrcPort, DstPort uint16
-	SPI              uint32
-	// ESP is the offset of the ESP header in the buffer; End the end of
-	// the packet (trailing link padding removed).
+	header.Outer
+	SPI uint32
+	// ESP is the offset of the ESP header in the buffer, End the end of
+	// the packet.
 	ESP, End int
-	// ipHdr is the length of the outer IP header and its IPv4 options or
-	// IPv6 extension headers; nextOff the offset of the next-header byte
-	// that names ESP or UDP, relative to the packet start.
-	ipHdr, nextOff int
-	tos            uint8
 }
 
-// Parse reads the outer IPv4 or IPv6 header of the underlay packet
-// buf[start:end], and the UDP header if there is one, and says whether it
-// carries ESP, a NAT keepalive or IKE.
-func Parse(buf []byte, start, end int) (Header, Kind, error) {
-	var h Header
-	if start < 0 || end > len(buf) || end-start < ipv4MinHeader {
+// Parse says whether the underlay packet buf[start:end], which the
+// underlay received with the outer header o (its UDP payload, or what
+// follows the IP header of raw ESP), is ESP, a NAT keepalive or IKE, and
+// reads the SPI of ESP.
+func Parse(buf []byte, start, end int, o *header.Outer) (Header, Kind, error) {
+	h := Header{Outer: *o, ESP: start, End: end}
+	if start < 0 || end > len(buf) || start > end {
 		return h, 0, ErrMalformed
 	}
-	pkt := buf[start:end]
-	var proto uint8
-	switch pkt[0] >> 4 {
-	case 4:
-		ip := ipv4(pkt)
-		hl, tl := ip.headerLen(), ip.totalLen()
-		if hl < ipv4MinHeader || tl < hl || tl > len(pkt) {
-			return h, 0, ErrMalformed
-		}
-		if ip.fragment() {
-			return h, 0, ErrFragment
-		}
-		h.Src, h.Dst, h.tos = ip.src(), ip.dst(), ip.tos()
-		h.ipHdr, h.nextOff, proto = hl, 9, ip.protocol()
-		h.End = start + tl
-	case 6:
-		if len(pkt) < ipv6Header {
-			return h, 0, ErrMalformed
-		}
-		ip := ipv6(pkt)
-		if ipv6Header+ip.payloadLen() > len(pkt) {
-			return h, 0, ErrMalformed
-		}
-		h.Src, h.Dst, h.tos = ip.src(), ip.dst(), ip.trafficClass()
-		h.End = start + ipv6Header + ip.payloadLen()
-		off, nextOff := ipv6Header, 6
-		for {
-			proto = pkt[nextOff]
-			if proto == protoFragment {
-				return h, 0, ErrFragment
-			}
-			if proto != protoHopByHop && proto != protoRouting && proto != protoDstOpts {
-				break
-			}
-			if off+8 > h.End-start {
-				return h, 0, ErrMalformed
-			}
-			nextOff, off = off, off+int(pkt[off+1])*8+8
-		}
-		h.ipHdr, h.nextOff = off, nextOff
-	default:
-		return h, 0, ErrMalformed
-	}
-	p := start + h.ipHdr
-	switch proto {
-	case protoESP:
-	case protoUDP:
-		if p+udpHeader > h.End || int(binary.BigEndian.Uint16(buf[p+4:])) != h.End-p {
-			return h, 0, ErrMalformed
-		}
-		h.UDP = true
-		h.SrcPort = binary.BigEndian.Uint16(buf[p:])
-		h.DstPort = binary.BigEndian.Uint16(buf[p+2:])
-		p += udpHeader
-		if h.End-p == 1 && buf[p] == 0xff {
+	if o.UDP {
+		if end-start == 1 && buf[start] == KeepaliveByte {
 			return h, KindKeepalive, nil
 		}
-		if h.End-p >= 4 && binary.BigEndian.Uint32(buf[p:]) == 0 {
+		if end-start >= 4 && header.ESP(buf[start:]).SPI() == 0 {
 			return h, KindIKE, nil
 		}
-	default:
-		return h, 0, ErrNotESP
 	}
-	if h.End-p < espHeader {
+	if end-start < espHeader {
 		return h, 0, ErrMalformed
 	}
-	h.ESP = p
-	h.SPI = binary.BigEndian.Uint32(buf[p:])
+	h.SPI = header.ESP(buf[start:]).SPI()
 	return h, KindESP, nil
 }
 
-// Decapsulate verifies and decrypts the ESP packet buf[start:h.End] that
+// Decapsulate verifies and decrypts the ESP packet buf[h.ESP:h.End] that
 // Parse described, with the inbound SA sa, and returns where the plaintext
 // IP packet lies in buf. It runs the RFC 4303 order: replay pre-check,
 // integrity check and decryption, replay window update, trailer checks,
 // then the selector check on the inner packet (RFC 4301 §5.2).
-func Decapsulate(sa *sadb.SA, h *Header, buf []byte, start int) (Span, Event, error) {
+func Decapsulate(sa *sadb.SA, h *Header, buf []byte) (Span, Event, error) {
 	seq, err := DecapBegin(sa, h, buf)
 	if err == nil {
 		err = DecapOpen(sa, h, buf, seq)
@@ -128,7 +65,7 @@ func Decapsulate(sa *sadb.SA, h *Header, buf []byte, start int) (Span, Event, er
 	if err != nil {
 		return Span{}, 0, err
 	}
-	return DecapEnd(sa, h, buf, start, seq)
+	return DecapEnd(sa, h, buf, seq)
 }
 
 // DecapBegin makes the checks that come before the cryptography: the SA
@@ -147,10 +84,10 @@ func DecapBegin(sa *sadb.SA, h *Header, buf []byte) (uint64, error) {
 	}
 	c := sa.Cipher
 	esp, end := h.ESP, h.End
-	if end-esp < espHeader+c.IVLen()+espTrailer+c.ICVLen() || esp < 16 {
+	if end-esp < espHeader+c.IVLen()+espTrailer+c.ICVLen() {
 		return 0, ErrMalformed
 	}
-	seq, err := sa.In.Check(binary.BigEndian.Uint32(buf[esp+4:]))
+	seq, err := sa.In.Check(header.ESP(buf[esp:]).Seq())
 	if err != nil {
 		return 0, ErrReplay
 	}
@@ -175,8 +112,9 @@ func DecapOpen(sa *sadb.SA, h *Header, buf []byte, seq uint64) error {
 
 // DecapEnd finishes a packet that DecapOpen authenticated, in the order
 // packets arrived: the replay window update, the trailer checks, and the
-// selector check on the inner packet.
-func DecapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, Event, error) {
+// selector check on the inner packet. In transport mode the plaintext
+// gets its IP header back, built from h's outer header in front of it.
+func DecapEnd(sa *sadb.SA, h *Header, buf []byte, seq uint64) (Span, Event, error) {
 	cfg := &sa.Config
 	esp, end := h.ESP, h.End
 	ivLen, icvLen := sa.Cipher.IVLen(), sa.Cipher.ICVLen()
@@ -207,13 +145,13 @@ func DecapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, 
 		}
 	}
 	ev |= account(sa, pe-ps)
-	if next == protoNoNext {
+	if next == header.ProtoNoNext {
 		return Span{}, ev, ErrDummy
 	}
 
 	var out Span
 	if cfg.Mode == sadb.Tunnel {
-		if next != protoIPv4 && next != protoIPv6 {
+		if next != header.ProtoIPv4 && next != header.ProtoIPv6 {
 			return Span{}, ev, ErrBadNextHeader
 		}
 		n, ok := innerLen(buf[ps:pe], next)
@@ -221,10 +159,13 @@ func DecapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, 
 			return Span{}, ev, ErrBadInner
 		}
 		out = Span{ps, ps + n} // TFC padding after the inner packet is dropped
-		propagateCE(buf[ps:ps+n], h.tos)
+		propagateCE(buf[ps:ps+n], h.TOS)
 	} else {
-		out = rebuildTransport(buf, start, h, ps, pe, next)
-		if h.UDP && (next == protoTCP || next == protoUDP) {
+		var ok bool
+		if out, ok = rebuildTransport(buf, h, ps, pe, next); !ok {
+			return Span{}, ev, ErrNoRoomIn
+		}
+		if h.UDP && (next == header.ProtoTCP || next == header.ProtoUDP) {
 			// NAT-T: a NAT may have rewritten the addresses the
 			// sender's checksum covers; the ICV vouched for the data.
 			setTransportChecksum(buf[out.Start:out.End], next, buf[ps:pe])
@@ -236,20 +177,6 @@ func DecapEnd(sa *sadb.SA, h *Header, buf []byte, start int, seq uint64) (Span, 
 	return out, ev, nil
 }
 
-// FixOuterChecksums makes the checksums of an underlay packet passed up to the
-// device valid: the underlay rebuilds the outer headers of ESP-in-UDP
-// without them (the kernel checked them on receipt), and the kernel would
-// drop such a packet.
-func FixOuterChecksums(pkt []byte, h *Header) {
-	if pkt[0]>>4 == 4 {
-		ipv4(pkt).setChecksum()
-		return
-	}
-	if h.UDP {
-		setUDP6Checksum(ipv6(pkt), pkt[h.ipHdr:])
-	}
-}
-
 // innerLen checks the tunnelled IP header at the start of p against the
 // next header and returns the inner packet's length (p may be longer:
 // TFC padding, RFC 4303 §2.7).
@@ -258,55 +185,69 @@ func innerLen(p []byte, next uint8) (int, bool) {
 		return 0, false
 	}
 	switch next {
-	case protoIPv4:
-		h := ipv4(p)
-		if p[0]>>4 != 4 || h.headerLen() < ipv4MinHeader || h.totalLen() < h.headerLen() || h.totalLen() > len(p) {
+	case header.ProtoIPv4:
+		h := header.IPv4(p)
+		if !h.Valid() {
 			return 0, false
 		}
-		return h.totalLen(), true
+		return h.TotalLen(), true
 	default:
-		if p[0]>>4 != 6 || len(p) < ipv6Header || ipv6Header+ipv6(p).payloadLen() > len(p) {
+		h := header.IPv6(p)
+		if !h.Valid() {
 			return 0, false
 		}
-		return ipv6Header + ipv6(p).payloadLen(), true
+		return ipv6Header + h.PayloadLen(), true
 	}
 }
 
-// propagateCE copies a Congestion Experienced mark from the outer header
-// to an ECN-capable inner packet (RFC 6040 §4.2).
-func propagateCE(inner []byte, outerTOS uint8) {
-	if outerTOS&ecnMask != ecnCE {
-		return
+// rebuildTransport writes the IP header of a transport-mode packet in
+// front of its decrypted payload buf[ps:pe], from the outer header it came
+// with: raw ESP's IPv4 options or IPv6 extension headers move up from
+// before the ESP header, and the header names the payload's protocol. It
+// reports false when the buffer has no room before the payload.
+func rebuildTransport(buf []byte, h *Header, ps, pe int, next uint8) (Span, bool) {
+	o := &h.Outer
+	opts := o.Opts
+	if o.UDP {
+		opts = 0
 	}
-	if inner[0]>>4 == 4 {
-		h := ipv4(inner)
-		if h.tos()&ecnMask != 0 && h.tos()&ecnMask != ecnCE {
-			h[1] |= ecnCE
-			h.setChecksum()
+	fixed := ipv4MinHeader
+	if o.Is6() {
+		fixed = ipv6Header
+	}
+	start := ps - opts - fixed
+	if start < 0 || h.ESP < opts {
+		return Span{}, false
+	}
+	copy(buf[ps-opts:ps], buf[h.ESP-opts:h.ESP])
+	ttl := o.TTL
+	if ttl == 0 {
+		ttl = header.DefaultTTL
+	}
+	pkt := buf[start:pe]
+	if !o.Is6() {
+		header.IPv4(pkt).Encode(&header.IPv4Fields{HeaderLen: fixed + opts, TOS: o.TOS, TotalLen: len(pkt),
+			ID: o.ID, DF: o.DF, TTL: ttl, Protocol: next, Src: o.Src, Dst: o.Dst})
+		return Span{start, pe}, true
+	}
+	first := next
+	if opts > 0 {
+		first = o.OptsNext
+	}
+	ip := header.IPv6(pkt)
+	ip.Encode(&header.IPv6Fields{TrafficClass: o.TOS, FlowLabel: o.FlowLabel, PayloadLen: len(pkt) - ipv6Header,
+		NextHeader: first, HopLimit: ttl, Src: o.Src, Dst: o.Dst})
+	if opts > 0 {
+		// The last extension header named ESP: it names the payload now.
+		c := header.IPv6(pkt[:fixed+opts]).Chain()
+		for c.Next == header.ProtoHopByHop || c.Next == header.ProtoRouting || c.Next == header.ProtoDstOpts {
+			if !c.Step() {
+				break
+			}
 		}
-		return
+		pkt[c.NextAt] = next
 	}
-	tc := ipv6(inner).trafficClass()
-	if tc&ecnMask != 0 {
-		inner[1] |= ecnCE << 4
-	}
-}
-
-// rebuildTransport slides the outer IP header up to the decrypted payload
-// buf[ps:pe] and makes it name the payload's protocol.
-func rebuildTransport(buf []byte, start int, h *Header, ps, pe int, next uint8) Span {
-	newStart := ps - h.ipHdr
-	copy(buf[newStart:ps], buf[start:start+h.ipHdr])
-	pkt := buf[newStart:pe]
-	pkt[h.nextOff] = next
-	if pkt[0]>>4 == 4 {
-		ip := ipv4(pkt)
-		ip.setTotalLen(len(pkt))
-		ip.setChecksum()
-	} else {
-		ipv6(pkt).setPayloadLen(len(pkt) - ipv6Header)
-	}
-	return Span{newStart, pe}
+	return Span{start, pe}, true
 }
 
 // matchInner applies the SA's selectors to a decrypted inner packet.

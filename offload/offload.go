@@ -2,8 +2,11 @@
 // into an ESP packet for the underlay and back (RFC 4303), in place in a
 // buffer with headroom, in tunnel or transport mode, raw or encapsulated in
 // UDP (RFC 3948), with the sequence-number, anti-replay, padding, trailer
-// and selector rules of the RFCs. The cryptography is the SA's algo.Cipher;
-// the SA and its counters come from sadb.
+// and selector rules of the RFCs. The ESP packet goes to and comes from
+// the underlay as ESP bytes with their outer header as fields
+// (header.Outer); the engine builds and parses no outer header bytes. The
+// cryptography is the SA's algo.Cipher; the SA and its counters come from
+// sadb.
 //
 // Every function here handles one packet and allocates nothing; the
 // packet loops that read vnic0 and the underlay call them in batches.
@@ -40,7 +43,8 @@ type Span struct{ Start, End int }
 func (s Span) Len() int { return s.End - s.Start }
 
 // Room the engine must leave around a packet. An outbound packet needs
-// Headroom bytes before it (outer IPv6, UDP, ESP header, IV and scratch)
+// Headroom bytes before it (ESP header, IV, and the outer IPv6 and UDP
+// headers the underlay may write in front of them)
 // and Tailroom bytes of capacity after it (padding, trailer, ICV and a
 // full-length tag); inbound packets need neither beyond their own bytes,
 // but Tailroom of spare capacity lets truncated-ICV ciphers decrypt in

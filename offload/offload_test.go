@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"testing"
 
+	"vnic/header"
+
+	"vnic/internal/packettest"
 	"vnic/internal/testutil"
 	"vnic/sadb"
 )
@@ -51,17 +54,17 @@ func TestRoundTrip(t *testing.T) {
 							buf := newBuf()
 							end := udpPacket(buf, Headroom, tp.innerA, tp.innerB, 1000, 2000, n)
 							want := append([]byte(nil), buf[Headroom:end]...)
-							sp, _, err := Encapsulate(out, buf, Headroom, end)
+							sp, _, err := encapWire(out, buf, Headroom, end)
 							if err != nil {
 								t.Fatalf("packet %d: Encapsulate: %v", i, err)
 							}
 							wire := append([]byte(nil), buf[sp.Start:sp.End]...)
 							checkOuter(t, wire, tp, udp, cfg.SPI)
-							h, kind, err := Parse(buf, sp.Start, sp.End)
+							h, kind, err := parseWire(buf, sp.Start, sp.End)
 							if err != nil || kind != KindESP || h.SPI != cfg.SPI || h.Dst != tp.outerB || h.Src != tp.outerA || h.UDP != udp {
 								t.Fatalf("packet %d: Parse = %+v %v %v", i, h, kind, err)
 							}
-							got, _, err := Decapsulate(in, &h, buf, sp.Start)
+							got, _, err := Decapsulate(in, &h, buf)
 							if err != nil {
 								t.Fatalf("packet %d (%d bytes): Decapsulate: %v", i, n, err)
 							}
@@ -70,7 +73,7 @@ func TestRoundTrip(t *testing.T) {
 							}
 							// The same wire bytes again are a replay.
 							copy(buf[sp.Start:], wire)
-							if _, _, err := Decapsulate(in, &h, buf, sp.Start); !errors.Is(err, ErrReplay) {
+							if _, _, err := Decapsulate(in, &h, buf); !errors.Is(err, ErrReplay) {
 								t.Fatalf("packet %d replayed: %v", i, err)
 							}
 						}
@@ -93,33 +96,33 @@ func checkOuter(t *testing.T, wire []byte, tp topo, udp bool, spi uint32) {
 	var proto uint8
 	var l4 []byte
 	if tp.outerA.Is4() {
-		h := ipv4(wire)
-		if h.totalLen() != len(wire) {
-			t.Fatalf("outer total length %d, packet %d", h.totalLen(), len(wire))
+		h := header.IPv4(wire)
+		if h.TotalLen() != len(wire) {
+			t.Fatalf("outer total length %d, packet %d", h.TotalLen(), len(wire))
 		}
-		if fold(sum(wire[:h.headerLen()], 0)) != 0xffff {
+		if header.Fold(header.Sum(wire[:h.HeaderLen()], 0)) != 0xffff {
 			t.Fatalf("bad outer IPv4 header checksum")
 		}
-		if h.src() != tp.outerA || h.dst() != tp.outerB {
-			t.Fatalf("outer addresses %v -> %v", h.src(), h.dst())
+		if h.Src() != tp.outerA || h.Dst() != tp.outerB {
+			t.Fatalf("outer addresses %v -> %v", h.Src(), h.Dst())
 		}
-		proto, l4 = h.protocol(), wire[h.headerLen():]
+		proto, l4 = h.Protocol(), wire[h.HeaderLen():]
 	} else {
-		h := ipv6(wire)
-		if h.payloadLen()+40 != len(wire) || h.src() != tp.outerA || h.dst() != tp.outerB {
+		h := header.IPv6(wire)
+		if h.PayloadLen()+40 != len(wire) || h.Src() != tp.outerA || h.Dst() != tp.outerB {
 			t.Fatalf("bad outer IPv6 header %x", wire[:40])
 		}
-		proto, l4 = h.nextHeader(), wire[40:]
+		proto, l4 = h.NextHeader(), wire[40:]
 	}
 	if udp {
-		if proto != protoUDP || int(l4[4])<<8|int(l4[5]) != len(l4) || l4[2] != 0x11 || l4[3] != 0x94 {
+		if proto != header.ProtoUDP || int(l4[4])<<8|int(l4[5]) != len(l4) || l4[2] != 0x11 || l4[3] != 0x94 {
 			t.Fatalf("bad UDP header %x", l4[:8])
 		}
-		if tp.outerA.Is6() && udp6Checksum(ipv6(wire), append(append([]byte(nil), l4[:6]...), append([]byte{0, 0}, l4[8:]...)...)) != uint16(l4[6])<<8|uint16(l4[7]) {
+		if tp.outerA.Is6() && packettest.Checksum(l4, packettest.PseudoHeader(wire, header.ProtoUDP, len(l4))) != 0 {
 			t.Fatalf("bad UDP checksum over IPv6")
 		}
 		l4 = l4[8:]
-	} else if proto != protoESP {
+	} else if proto != header.ProtoESP {
 		t.Fatalf("outer protocol %d, want ESP", proto)
 	}
 	if got := uint32(l4[0])<<24 | uint32(l4[1])<<16 | uint32(l4[2])<<8 | uint32(l4[3]); got != spi {
@@ -142,14 +145,14 @@ func TestNoAllocs(t *testing.T) {
 		var errs int
 		n := testing.AllocsPerRun(200, func() {
 			end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 1000)
-			sp, _, err := Encapsulate(out, buf, Headroom, end)
+			sp, _, err := encapWire(out, buf, Headroom, end)
 			if err != nil {
 				errs++
 				return
 			}
-			h, _, err := Parse(buf, sp.Start, sp.End)
+			h, _, err := parseWire(buf, sp.Start, sp.End)
 			if err == nil {
-				_, _, err = Decapsulate(in, &h, buf, sp.Start)
+				_, _, err = Decapsulate(in, &h, buf)
 			}
 			if err != nil {
 				errs++

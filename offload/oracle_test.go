@@ -38,6 +38,8 @@ import (
 	"testing"
 	"time"
 
+	"vnic/header"
+
 	"vnic/algo"
 	"vnic/ndis"
 	"vnic/sadb"
@@ -322,7 +324,7 @@ func newOracleRun(idx int, a oracleAlg, tp topo, udp, esnOn bool) *oracleRun {
 			seq := first + uint64(i)
 			buf := make([]byte, Headroom+len(in)+Tailroom+64)
 			copy(buf[Headroom:], in)
-			sp, _, err := Encapsulate(r.out, buf, Headroom, Headroom+len(in))
+			sp, _, err := encapWire(r.out, buf, Headroom, Headroom+len(in))
 			if err != nil {
 				r.outErr = fmt.Errorf("Encapsulate packet %d (%s): %w", i, oracleInnerSpecs[i], err)
 				r.c.Out.Packets = nil
@@ -448,7 +450,7 @@ func (r *oracleRun) checkOracleToVnic(t *testing.T, enc []struct {
 			buf := make([]byte, Headroom+len(wire)+Tailroom)
 			copy(buf[Headroom:], wire)
 			buf = buf[:Headroom+len(wire)]
-			h, kind, err := Parse(buf, Headroom, len(buf))
+			h, kind, err := parseWire(buf, Headroom, len(buf))
 			if err != nil || kind != KindESP {
 				t.Errorf("%s: Parse = kind %v, %v\n  oracle wire: %x", what, kind, err, wire)
 				return nil, h, false
@@ -473,7 +475,7 @@ func (r *oracleRun) checkOracleToVnic(t *testing.T, enc []struct {
 					off = h.End - 1
 				}
 				buf[off] ^= 0x10
-				_, _, err := Decapsulate(r.in, &h, buf, Headroom)
+				_, _, err := Decapsulate(r.in, &h, buf)
 				if !errors.Is(err, authErr) {
 					t.Errorf("%s with a bit flipped in the %s at offset %d: Decapsulate = %v, want %v",
 						what, where, off-Headroom, err, authErr)
@@ -484,7 +486,7 @@ func (r *oracleRun) checkOracleToVnic(t *testing.T, enc []struct {
 		if !ok {
 			continue
 		}
-		sp, ev, err := Decapsulate(r.in, &h, buf, Headroom)
+		sp, ev, err := Decapsulate(r.in, &h, buf)
 		if err != nil {
 			t.Errorf("%s: Decapsulate: %v\n  oracle wire: %x", what, err, wire)
 			continue
@@ -531,7 +533,7 @@ func oracleInners(src, dst netip.Addr) [][]byte {
 			binary.BigEndian.PutUint16(l4[2:], 5000+uint16(n))
 			binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
 			copy(l4[8:], data)
-			pkts = append(pkts, oracleIP(src, dst, protoUDP, 0, l4, 6))
+			pkts = append(pkts, oracleIP(src, dst, header.ProtoUDP, 0, l4, 6))
 		case "icmp-echo":
 			l4 := make([]byte, 8+n)
 			proto := uint8(1)
@@ -554,7 +556,7 @@ func oracleInners(src, dst netip.Addr) [][]byte {
 			binary.BigEndian.PutUint16(l4[14:], 501)
 			copy(l4[20:], []byte{1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9})
 			copy(l4[32:], data)
-			pkts = append(pkts, oracleIP(src, dst, protoTCP, 0x28, l4, 16))
+			pkts = append(pkts, oracleIP(src, dst, header.ProtoTCP, 0x28, l4, 16))
 		}
 	}
 	return pkts
@@ -575,8 +577,8 @@ func oracleIP(src, dst netip.Addr, proto, tos uint8, l4 []byte, csum int) []byte
 		s, d := src.As4(), dst.As4()
 		copy(p[12:], s[:])
 		copy(p[16:], d[:])
-		ipv4(p).setChecksum()
-		pseudo = sum(p[12:20], uint64(proto)+uint64(len(l4)))
+		header.IPv4(p).SetChecksum()
+		pseudo = header.Sum(p[12:20], uint64(proto)+uint64(len(l4)))
 	} else {
 		p = make([]byte, 40+len(l4))
 		binary.BigEndian.PutUint32(p[0:], 6<<28|uint32(tos)<<20|0x5a5a5)
@@ -585,13 +587,13 @@ func oracleIP(src, dst netip.Addr, proto, tos uint8, l4 []byte, csum int) []byte
 		s, d := src.As16(), dst.As16()
 		copy(p[8:], s[:])
 		copy(p[24:], d[:])
-		pseudo = sum(p[8:40], uint64(proto)+uint64(len(l4)))
+		pseudo = header.Sum(p[8:40], uint64(proto)+uint64(len(l4)))
 	}
 	if proto == 1 {
 		pseudo = 0
 	}
-	c := ^fold(sum(l4, pseudo))
-	if c == 0 && proto == protoUDP {
+	c := ^header.Fold(header.Sum(l4, pseudo))
+	if c == 0 && proto == header.ProtoUDP {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(l4[csum:], c)

@@ -1,56 +1,53 @@
 package offload
 
 import (
-	"encoding/binary"
-
+	"vnic/header"
 	"vnic/sadb"
 )
 
 // Encapsulate protects the plaintext IP packet buf[start:end] with the
-// outbound SA sa and returns where the outer packet lies in buf: an IPv4 or
-// IPv6 header, a UDP header for ESP-in-UDP, then ESP. The packet must have
-// Headroom bytes before start and Tailroom bytes of capacity after end.
-//
-// In tunnel mode the outer addresses are the SA's endpoints (an unset
-// source is written as the unspecified address, for the underlay to fill
-// in); in transport mode the packet keeps its own IP header.
-func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (Span, Event, error) {
+// outbound SA sa. The job's Span is the ESP packet (ESP header to ICV)
+// in buf, its Outer the outer header for the underlay to send it with.
+// The packet must have Headroom bytes before start and Tailroom bytes of
+// capacity after end.
+func Encapsulate(sa *sadb.SA, buf []byte, start, end int) (EncapJob, Event, error) {
 	p, ev, err := EncapBegin(sa, buf, start, end)
 	if err != nil {
-		return Span{}, ev, err
+		return EncapJob{}, ev, err
 	}
 	p.Seal(buf)
-	return p.Span, ev, nil
+	return p, ev, nil
 }
 
 // EncapJob is an outbound packet between EncapBegin, which numbered it and
-// wrote its headers, and Seal, which encrypts it: the part of the work
-// that the device's crypto workers can do in parallel. Span is where the
-// outer packet lies.
+// wrote its ESP header and trailer, and Seal, which encrypts it: the part
+// of the work that the device's crypto workers can do in parallel.
 type EncapJob struct {
+	// Span is where the ESP packet lies in the buffer, from the ESP
+	// header to the ICV.
 	Span
-	sa  *sadb.SA
-	esp int    // offset of the ESP header
-	seq uint64 // the packet's full (extended) sequence number
+	// Outer is the outer IP (and UDP) header to send it with. In tunnel
+	// mode it comes from the SA (an unset source is left for the
+	// underlay to fill in); in transport mode from the packet's own IP
+	// header, whose options or extension headers (Outer.Opts) stay in
+	// the buffer right before the ESP header.
+	Outer header.Outer
+	sa    *sadb.SA
+	seq   uint64 // the packet's full (extended) sequence number
 }
 
 // SA returns the outbound SA the packet is protected with.
 func (p *EncapJob) SA() *sadb.SA { return p.sa }
 
-// Seal encrypts and authenticates the packet in place and completes the
-// one header field that covers the ciphertext: the IPv6 UDP checksum.
+// Seal encrypts and authenticates the packet in place.
 func (p *EncapJob) Seal(buf []byte) {
-	buf = buf[:p.End]
-	p.sa.Cipher.Seal(buf, p.esp, p.seq)
-	if p.sa.Config.Encap.UDP && p.sa.Config.Dst.Is6() {
-		setUDP6Checksum(ipv6(buf[p.Start:]), buf[p.esp-udpHeader:])
-	}
+	p.sa.Cipher.Seal(buf[:p.End], p.Start, p.seq)
 }
 
 // EncapBegin does everything Encapsulate does except the cryptography: it
 // checks the packet, takes the next sequence number, and writes the ESP
-// header and trailer and the outer headers. Sequence numbers are taken in
-// the order packets arrive here; Seal may then run on any core.
+// header and trailer. Sequence numbers are taken in the order packets
+// arrive here; Seal may then run on any core.
 func EncapBegin(sa *sadb.SA, buf []byte, start, end int) (EncapJob, Event, error) {
 	if !sa.Alive() {
 		if sa.HardExpired.Load() {
@@ -62,63 +59,53 @@ func EncapBegin(sa *sadb.SA, buf []byte, start, end int) (EncapJob, Event, error
 		return EncapJob{}, 0, ErrBadPlaintext
 	}
 	pkt := buf[start:end]
-	version := pkt[0] >> 4
+	version := header.Version(pkt)
 	if version != 4 && version != 6 || version == 6 && len(pkt) < ipv6Header {
 		return EncapJob{}, 0, ErrBadPlaintext
 	}
 	c := sa.Cipher
 	cfg := &sa.Config
-	outer6 := cfg.Dst.Is6()
-	udp := 0
-	if cfg.Encap.UDP {
-		udp = udpHeader
-	}
 
 	// What ESP protects: the whole packet (tunnel) or what follows the
-	// IP header (transport), and the next header that names it.
-	var hdrLen, nextOff int // transport: IP header length, offset of its next-header byte
+	// IP header (transport), the next header that names it, and the
+	// outer header.
+	var o header.Outer
+	var hdrLen, nextAt int // transport: IP header length, offset of the next-header byte that names the payload
 	var next uint8
 	if cfg.Mode == sadb.Tunnel {
-		next = protoIPv4
+		next = header.ProtoIPv4
 		if version == 6 {
-			next = protoIPv6
+			next = header.ProtoIPv6
 		}
+		o = tunnelOuter(cfg, pkt)
 	} else {
-		if (version == 6) != outer6 {
+		if (version == 6) != cfg.Dst.Is6() {
 			return EncapJob{}, 0, ErrFamilyMismatch
 		}
 		var ok bool
-		hdrLen, nextOff, next, ok = transportHeader(pkt)
+		hdrLen, nextAt, next, ok = transportHeader(pkt)
 		if !ok {
 			return EncapJob{}, 0, ErrBadPlaintext
 		}
+		o = transportOuter(cfg, pkt, hdrLen)
 	}
 	payload := end - (start + hdrLen)
 	align := c.Align()
 	padLen := (align - (payload+espTrailer)%align) % align
 	ivLen, icvLen := c.IVLen(), c.ICVLen()
 	tail := padLen + espTrailer + icvLen
-	outerHdr := hdrLen // transport: the moved IP header
-	if cfg.Mode == sadb.Tunnel {
-		outerHdr = ipv4MinHeader
-		if outer6 {
-			outerHdr = ipv6Header
-		}
-	}
-	head := espHeader + ivLen + udp
-	if cfg.Mode == sadb.Tunnel {
-		head += outerHdr
-	}
-	if start < head || cap(buf)-end < tail+tagSlack {
+	ps := start + hdrLen // first protected byte
+	esp := ps - ivLen - espHeader
+	if esp < o.Size() || cap(buf)-end < tail+tagSlack {
 		return EncapJob{}, 0, ErrNoRoomOut
 	}
 	// The outer length field must hold the result (the IPv6 payload
 	// length does not count the fixed header).
-	maxLen := 0xFFFF
-	if outer6 {
-		maxLen += ipv6Header
+	maxLen := header.MaxIPv4TotalLen
+	if o.Is6() {
+		maxLen = header.IPv6Size + header.MaxIPv6PayloadLen
 	}
-	if head+end-start+tail > maxLen {
+	if o.Size()+end+tail-esp > maxLen {
 		return EncapJob{}, 0, ErrTooBig
 	}
 
@@ -130,158 +117,113 @@ func EncapBegin(sa *sadb.SA, buf []byte, start, end int) (EncapJob, Event, error
 	if warn {
 		ev |= EventSeqNearExhaustion
 	}
-
-	// Transport mode: slide the IP header down to make room for ESP.
-	ps := start + hdrLen // first protected byte
-	esp := ps - ivLen - espHeader
-	newStart := esp - udp - outerHdr
-	var tos uint8
-	var df bool
-	var flow uint32
-	if version == 4 {
-		h := ipv4(pkt)
-		tos, df = h.tos(), h.dontFragment()
-	} else {
-		h := ipv6(pkt)
-		tos, flow = h.trafficClass(), h.flowLabel()
+	if cfg.Mode == sadb.Tunnel && !o.Is6() {
+		// The identification only has to tell apart the fragments of
+		// packets in flight between the endpoints (RFC 6864): the
+		// sequence number's low bits do, at no cost.
+		o.ID = uint16(seq)
 	}
-	if cfg.Mode == sadb.Transport {
-		copy(buf[newStart:], buf[start:start+hdrLen])
+	if o.Opts > 0 {
+		// Transport mode: the IP options or extension headers slide
+		// down to sit before ESP, and the last extension header names
+		// ESP.
+		fixed := hdrLen - o.Opts
+		copy(buf[esp-o.Opts:esp], buf[start+fixed:ps])
+		if nextAt >= fixed {
+			buf[esp-o.Opts+nextAt-fixed] = header.ProtoESP
+		}
 	}
 
 	// ESP header and trailer.
-	binary.BigEndian.PutUint32(buf[esp:], cfg.SPI)
-	binary.BigEndian.PutUint32(buf[esp+4:], uint32(seq))
+	header.ESP(buf[esp:]).Encode(cfg.SPI, uint32(seq))
 	newEnd := end + tail
-	buf = buf[:newEnd]
-	t := buf[end:]
+	t := buf[end:newEnd]
 	for i := range padLen {
 		t[i] = byte(i + 1) // RFC 4303 §2.4 default padding
 	}
 	t[padLen] = byte(padLen)
 	t[padLen+1] = next
-
-	// Outer headers.
-	total := newEnd - newStart
-	hdr := buf[newStart:esp]
-	switch {
-	case cfg.Mode == sadb.Transport && version == 4:
-		h := ipv4(hdr)
-		h.setTotalLen(total)
-		h.setProtocol(outerProto(udp))
-		h.setChecksum()
-	case cfg.Mode == sadb.Transport:
-		h := ipv6(hdr)
-		h.setPayloadLen(total - ipv6Header)
-		hdr[nextOff] = outerProto(udp)
-	default:
-		// The identification only has to tell apart the fragments of
-		// packets in flight between the endpoints (RFC 6864): the
-		// sequence number's low bits do, at no cost. An inner IPv6
-		// packet is never fragmented on the way: DF.
-		putOuterHeader(hdr, cfg, outerProto(udp), encapTOS(tos), total, uint16(seq), df || version == 6, flow)
-	}
-	if udp != 0 {
-		// IPv4: no checksum (RFC 3948 §2.1); IPv6: seal fills it in.
-		putUDPHeader(buf[esp-udpHeader:newEnd], cfg)
-	}
 	ev |= account(sa, payload)
-	return EncapJob{Span{newStart, newEnd}, sa, esp, seq}, ev, nil
+	return EncapJob{Span: Span{esp, newEnd}, Outer: o, sa: sa, seq: seq}, ev, nil
 }
 
-// putOuterHeader writes the tunnel-mode outer IPv4 or IPv6 header (the
-// family of the SA's destination) of a packet of total bytes carrying
-// proto, from the SA's source (or the unspecified address, which the
-// underlay fills in, when it has none of that family) to its destination.
-// id and df are IPv4's identification and don't-fragment bit, flow the
-// IPv6 flow label.
-func putOuterHeader(hdr []byte, cfg *sadb.Config, proto, tos uint8, total int, id uint16, df bool, flow uint32) {
-	if !cfg.Dst.Is6() {
-		h := ipv4(hdr)
-		h[0] = 0x45
-		h[1] = tos
-		h.setTotalLen(total)
-		binary.BigEndian.PutUint16(h[4:], id)
-		binary.BigEndian.PutUint16(h[6:], 0)
-		if df {
-			h[6] = 0x40
-		}
-		h[8] = defaultTTL
-		h.setProtocol(proto)
-		src := cfg.Src.Unmap().As4()
-		if !cfg.Src.Is4() && !cfg.Src.Is4In6() {
-			src = [4]byte{}
-		}
-		copy(h[12:16], src[:])
-		dst := cfg.Dst.As4()
-		copy(h[16:20], dst[:])
-		h.setChecksum()
-		return
+// saOuter returns the outer header an SA's packets carry, from its
+// endpoints: the source (or none, for the underlay to fill in), the
+// destination and, for ESP-in-UDP, the ports.
+func saOuter(cfg *sadb.Config) header.Outer {
+	o := header.Outer{Src: cfg.Src, Dst: cfg.Dst, UDP: cfg.Encap.UDP}
+	if o.UDP {
+		o.SrcPort, o.DstPort = cfg.Encap.SrcPort, cfg.Encap.DstPort
 	}
-	h := ipv6(hdr)
-	binary.BigEndian.PutUint32(h[0:], 6<<28|uint32(tos)<<20|flow)
-	h.setPayloadLen(total - ipv6Header)
-	h[6] = proto
-	h[7] = defaultTTL
-	var src [16]byte
-	if cfg.Src.Is6() {
-		src = cfg.Src.As16()
-	}
-	copy(h[8:24], src[:])
-	dst := cfg.Dst.As16()
-	copy(h[24:40], dst[:])
+	return o
 }
 
-// putUDPHeader writes the UDP header of the datagram u (header and
-// payload) from the SA's source port to its destination port, with a zero
-// checksum.
-func putUDPHeader(u []byte, cfg *sadb.Config) {
-	binary.BigEndian.PutUint16(u[0:], cfg.Encap.SrcPort)
-	binary.BigEndian.PutUint16(u[2:], cfg.Encap.DstPort)
-	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	binary.BigEndian.PutUint16(u[6:], 0)
+// tunnelOuter returns the outer header of a tunnel-mode packet around
+// the inner packet pkt: the SA's endpoints, the inner DSCP and ECN (see
+// encapTOS), IPv4's don't-fragment flag copied from an inner IPv4 packet
+// and set for an inner IPv6 one (which is never fragmented on the way),
+// and an inner IPv6 packet's flow label.
+func tunnelOuter(cfg *sadb.Config, pkt []byte) header.Outer {
+	o := saOuter(cfg)
+	if header.Version(pkt) == 4 {
+		h := header.IPv4(pkt)
+		o.TOS, o.DF = encapTOS(h.TOS()), h.DontFragment()
+	} else {
+		h := header.IPv6(pkt)
+		o.TOS, o.DF, o.FlowLabel = encapTOS(h.TrafficClass()), true, h.FlowLabel()
+	}
+	return o
+}
+
+// transportOuter returns the outer header of a transport-mode packet: the
+// packet's own IP header, whose hdrLen bytes hold options or extension
+// headers after the fixed part (kept for raw ESP only: the UDP sockets
+// build their own header).
+func transportOuter(cfg *sadb.Config, pkt []byte, hdrLen int) header.Outer {
+	o := saOuter(cfg)
+	if header.Version(pkt) == 4 {
+		h := header.IPv4(pkt)
+		o.Src, o.Dst, o.TOS, o.TTL, o.DF, o.ID = h.Src(), h.Dst(), h.TOS(), h.TTL(), h.DontFragment(), h.ID()
+		if !o.UDP {
+			o.Opts = hdrLen - ipv4MinHeader
+		}
+	} else {
+		h := header.IPv6(pkt)
+		o.Src, o.Dst, o.TOS, o.TTL, o.FlowLabel = h.Src(), h.Dst(), h.TrafficClass(), h.HopLimit(), h.FlowLabel()
+		if !o.UDP && hdrLen > ipv6Header {
+			o.Opts, o.OptsNext = hdrLen-ipv6Header, h.NextHeader()
+		}
+	}
+	return o
 }
 
 // tagSlack is spare capacity after the ICV that ciphers with a truncated
 // tag write their full tag into.
 const tagSlack = 8
 
-func outerProto(udp int) uint8 {
-	if udp != 0 {
-		return protoUDP
-	}
-	return protoESP
-}
-
 // transportHeader finds where ESP goes in a transport-mode packet: after
 // the IPv4 header (with options), or after the IPv6 header and any
 // hop-by-hop and routing headers (RFC 4303 §3.1.1). It returns that length,
-// the offset of the next-header byte to rewrite, and its current value.
-func transportHeader(pkt []byte) (hdrLen, nextOff int, next uint8, ok bool) {
-	if pkt[0]>>4 == 4 {
-		h := ipv4(pkt)
-		hl := h.headerLen()
-		if hl < ipv4MinHeader || hl > len(pkt) || h.totalLen() != len(pkt) || h.fragment() {
+// the offset of the next-header byte that names what follows, and its
+// value.
+func transportHeader(pkt []byte) (hdrLen, nextAt int, next uint8, ok bool) {
+	if header.Version(pkt) == 4 {
+		h := header.IPv4(pkt)
+		hl := h.HeaderLen()
+		if hl < ipv4MinHeader || hl > len(pkt) || h.TotalLen() != len(pkt) || h.Fragmented() {
 			return 0, 0, 0, false
 		}
-		return hl, 9, h.protocol(), true
+		return hl, 9, h.Protocol(), true
 	}
-	if ipv6(pkt).payloadLen()+ipv6Header != len(pkt) {
+	h := header.IPv6(pkt)
+	if h.PayloadLen()+ipv6Header != len(pkt) {
 		return 0, 0, 0, false
 	}
-	off, nextOff := ipv6Header, 6
-	for {
-		next = pkt[nextOff]
-		if next != protoHopByHop && next != protoRouting {
-			return off, nextOff, next, true
-		}
-		if off+8 > len(pkt) {
+	c := h.Chain()
+	for c.Next == header.ProtoHopByHop || c.Next == header.ProtoRouting {
+		if !c.Step() {
 			return 0, 0, 0, false
 		}
-		n := int(pkt[off+1])*8 + 8
-		if off+n > len(pkt) {
-			return 0, 0, 0, false
-		}
-		nextOff, off = off, off+n
 	}
+	return c.Off, c.NextAt, c.Next, true
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"unsafe"
 
+	"vnic/header"
+
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -16,11 +18,15 @@ import (
 // (recvmmsg).
 const BatchSize = 64
 
-// Packet is one received packet: Buf[Start:End] is the whole outer packet,
-// with Headroom bytes of Buf before it.
+// Packet is one ESP packet on the underlay: Buf[Start:End] is the ESP
+// header and what follows (for a NAT keepalive, its one byte), and Outer
+// where it goes or came from. On send, raw ESP needs Outer.Size() bytes
+// of Buf before Start for its IP header; on receive, there are Headroom
+// bytes before Start.
 type Packet struct {
 	Buf        []byte
 	Start, End int
+	Outer      header.Outer
 }
 
 // Deliver receives the packets of one read. The buffers belong to the
@@ -35,16 +41,18 @@ type Deliver func(pkts []Packet)
 type ReceiveFunc func(deliver Deliver) error
 
 // reader is one socket's receive state: its buffers, messages and the
-// function that turns a message into a whole packet.
+// function that reads a message's outer header.
 type reader struct {
 	name  string
 	batch func([]ipv4.Message) (int, error)
-	// fix rebuilds the headers the socket took off a datagram of n bytes
-	// from m, whose control messages say anc.
-	fix  func(buf []byte, m *ipv4.Message, anc *ancillary, n int) (start int, ok bool)
-	msgs []ipv4.Message
-	bufs [][]byte
-	pkts []Packet
+	// outer returns the outer header of the n bytes that m received at
+	// buf[Headroom:], whose control messages say anc, and where the ESP
+	// (or UDP payload) lies in buf. A raw IPv4 socket hands over the IP
+	// header, the other sockets only what follows it.
+	outer func(buf []byte, m *ipv4.Message, anc *ancillary, n int) (o header.Outer, start, end int)
+	msgs  []ipv4.Message
+	bufs  [][]byte
+	pkts  []Packet
 	// segs are buffers for the datagrams a UDP GRO read coalesced, after
 	// the first (which stays in place); nil without GRO.
 	segs [][]byte
@@ -58,8 +66,8 @@ const groSegments = 256
 // jumbo frame).
 const segSize = 9216
 
-func newReader(name string, batch func([]ipv4.Message) (int, error), fix func([]byte, *ipv4.Message, *ancillary, int) (int, bool), oob bool) *reader {
-	r := &reader{name: name, batch: batch, fix: fix,
+func newReader(name string, batch func([]ipv4.Message) (int, error), outer func([]byte, *ipv4.Message, *ancillary, int) (header.Outer, int, int), oob bool) *reader {
+	r := &reader{name: name, batch: batch, outer: outer,
 		msgs: make([]ipv4.Message, BatchSize), bufs: make([][]byte, BatchSize), pkts: make([]Packet, 0, BatchSize)}
 	for i := range r.msgs {
 		r.bufs[i] = make([]byte, bufSize)
@@ -77,22 +85,19 @@ func (c *Conn) Receivers() []ReceiveFunc {
 	var rs []*reader
 	if c.raw4 != nil {
 		p := ipv4.NewPacketConn(c.raw4)
-		rs = append(rs, newReader("raw4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func([]byte, *ipv4.Message, *ancillary, int) (int, bool) { return Headroom, true }, false))
+		rs = append(rs, newReader("raw4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, rawOuter4, false))
 	}
 	if c.udp4 != nil {
 		p := ipv4.NewPacketConn(c.udp4)
-		rs = append(rs, c.groReader(newReader("udp4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, c.fixUDP4, true)))
+		rs = append(rs, c.groReader(newReader("udp4", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, c.socketOuter, true)))
 	}
 	if c.raw6 != nil {
 		p := ipv6.NewPacketConn(c.raw6)
-		rs = append(rs, newReader("raw6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func(b []byte, m *ipv4.Message, a *ancillary, n int) (int, bool) { return c.fix6(b, m, a, n, false) }, true))
+		rs = append(rs, newReader("raw6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, c.socketOuter, true))
 	}
 	if c.udp6 != nil {
 		p := ipv6.NewPacketConn(c.udp6)
-		rs = append(rs, c.groReader(newReader("udp6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) },
-			func(b []byte, m *ipv4.Message, a *ancillary, n int) (int, bool) { return c.fix6(b, m, a, n, true) }, true)))
+		rs = append(rs, c.groReader(newReader("udp6", func(m []ipv4.Message) (int, error) { return p.ReadBatch(m, 0) }, c.socketOuter, true)))
 	}
 	fs := make([]ReceiveFunc, len(rs))
 	for i, r := range rs {
@@ -123,18 +128,15 @@ func (r *reader) receive(deliver Deliver) error {
 			deliver(r.pkts)
 			r.pkts, seg = r.pkts[:0], 0
 		}
-		if start, ok := r.fix(r.bufs[i], m, &anc, size); ok {
-			r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: Headroom + size})
-			// The datagrams GRO joined behind the first: each to a
-			// buffer of its own, with room for its headers.
-			for off := size; off < m.N && seg < len(r.segs); off += size {
-				b := r.segs[seg]
-				seg++
-				k := copy(b[Headroom:Headroom+size], r.bufs[i][Headroom+off:Headroom+m.N])
-				if start, ok := r.fix(b, m, &anc, k); ok {
-					r.pkts = append(r.pkts, Packet{Buf: b, Start: start, End: Headroom + k})
-				}
-			}
+		o, start, end := r.outer(r.bufs[i], m, &anc, size)
+		r.pkts = append(r.pkts, Packet{Buf: r.bufs[i], Start: start, End: end, Outer: o})
+		// The datagrams GRO joined behind the first: each to a buffer
+		// of its own, with the first one's outer header.
+		for off := size; off < m.N && seg < len(r.segs); off += size {
+			b := r.segs[seg]
+			seg++
+			k := copy(b[Headroom:Headroom+size], r.bufs[i][Headroom+off:Headroom+m.N])
+			r.pkts = append(r.pkts, Packet{Buf: b, Start: Headroom, End: Headroom + k, Outer: o})
 		}
 		m.OOB = m.OOB[:cap(m.OOB)]
 	}
@@ -219,85 +221,46 @@ func parseAncillary(oob []byte) ancillary {
 	return a
 }
 
-// headerFields returns what a datagram socket took off the IP header of a
-// datagram, from its control messages a: the destination address (local
-// when not reported), TOS or traffic class (0) and TTL or hop limit (64).
-func headerFields(a *ancillary, local netip.Addr) (dst netip.Addr, tos, ttl int) {
-	dst, tos, ttl = local, 0, 64
+// rawOuter4 reads the IPv4 header that a raw IPv4 socket hands over with
+// each packet. A header the kernel should not have passed on yields an
+// empty packet, which the device counts as malformed.
+func rawOuter4(buf []byte, _ *ipv4.Message, _ *ancillary, n int) (header.Outer, int, int) {
+	o, payload, end, err := header.ParseOuter(buf[Headroom : Headroom+n])
+	if err != nil {
+		return header.Outer{}, Headroom, Headroom
+	}
+	return o, Headroom + payload, Headroom + end
+}
+
+// socketOuter returns the outer header of a packet from a socket that
+// takes the IP header off (UDP, raw IPv6): the peer's address (and port)
+// from the message, and from its control messages what the header said:
+// the destination address (the local one when not reported), the TOS or
+// traffic class (0) and the TTL or hop limit (64).
+func (c *Conn) socketOuter(_ []byte, m *ipv4.Message, a *ancillary, n int) (header.Outer, int, int) {
+	var o header.Outer
+	switch addr := m.Addr.(type) {
+	case *net.IPAddr:
+		o.Src, _ = netip.AddrFromSlice(addr.IP)
+	case *net.UDPAddr:
+		ap := addr.AddrPort()
+		o.Src, o.SrcPort = ap.Addr(), ap.Port()
+		o.UDP, o.DstPort = true, c.port
+	}
+	o.Src = o.Src.Unmap()
+	local := c.local6
+	if o.Src.Is4() {
+		local = c.local4
+	}
+	o.Dst, o.TOS, o.TTL = local, 0, header.DefaultTTL
 	if a.dst.IsValid() && a.dst.Is4() == local.Is4() {
-		dst = a.dst
+		o.Dst = a.dst
 	}
 	if a.tos >= 0 {
-		tos = a.tos
+		o.TOS = uint8(a.tos)
 	}
 	if a.ttl >= 0 {
-		ttl = a.ttl
+		o.TTL = uint8(a.ttl)
 	}
-	return
-}
-
-// fix6 rebuilds the IPv6 header (and the UDP header) that an IPv6 socket
-// takes off, in the headroom before the payload.
-func (c *Conn) fix6(buf []byte, m *ipv4.Message, anc *ancillary, n int, udp bool) (int, bool) {
-	dst, tclass, hops := headerFields(anc, c.local6)
-	var src netip.Addr
-	var sport uint16
-	switch a := m.Addr.(type) {
-	case *net.IPAddr:
-		src, _ = netip.AddrFromSlice(a.IP)
-	case *net.UDPAddr:
-		ap := a.AddrPort()
-		src, sport = ap.Addr(), ap.Port()
-	default:
-		return 0, false
-	}
-	start := Headroom
-	if udp {
-		start -= 8
-		putUDP(buf[start:], sport, c.port, n)
-	}
-	start -= 40
-	h := buf[start:]
-	binary.BigEndian.PutUint32(h[0:], 6<<28|uint32(tclass&0xff)<<20)
-	binary.BigEndian.PutUint16(h[4:], uint16(Headroom+n-start-40))
-	h[6] = unix.IPPROTO_ESP
-	if udp {
-		h[6] = unix.IPPROTO_UDP
-	}
-	h[7] = byte(hops)
-	s, d := src.Unmap().As16(), dst.As16()
-	copy(h[8:24], s[:])
-	copy(h[24:40], d[:])
-	return start, true
-}
-
-// fixUDP4 rebuilds the IPv4 and UDP headers of a datagram from the IPv4
-// UDP socket.
-func (c *Conn) fixUDP4(buf []byte, m *ipv4.Message, anc *ancillary, n int) (int, bool) {
-	a, ok := m.Addr.(*net.UDPAddr)
-	if !ok {
-		return 0, false
-	}
-	dst, tos, ttl := headerFields(anc, c.local4)
-	ap := a.AddrPort()
-	start := Headroom - 8
-	putUDP(buf[start:], ap.Port(), c.port, n)
-	start -= 20
-	h := buf[start:]
-	h[0], h[1] = 0x45, byte(tos)
-	binary.BigEndian.PutUint16(h[2:], uint16(20+8+n))
-	binary.BigEndian.PutUint32(h[4:], 0)
-	h[8], h[9] = byte(ttl), unix.IPPROTO_UDP
-	binary.BigEndian.PutUint16(h[10:], 0)
-	s, d := ap.Addr().Unmap().As4(), dst.As4()
-	copy(h[12:16], s[:])
-	copy(h[16:20], d[:])
-	return start, true
-}
-
-func putUDP(h []byte, sport, dport uint16, payload int) {
-	binary.BigEndian.PutUint16(h[0:], sport)
-	binary.BigEndian.PutUint16(h[2:], dport)
-	binary.BigEndian.PutUint16(h[4:], uint16(8+payload))
-	binary.BigEndian.PutUint16(h[6:], 0)
+	return o, Headroom, Headroom + n
 }

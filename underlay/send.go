@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"sync"
 	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"vnic/header"
 	"vnic/ipfrag"
 )
 
@@ -68,23 +68,21 @@ type gsoState struct {
 	n, size, last, bytes int
 }
 
-// SendBatch transmits outer packets as the engine built them: an IPv4 or
-// IPv6 header, then ESP, or UDP and ESP. Raw packets go out with their
-// headers (sendmmsg on the HDRINCL sockets), in fragments when they are
-// larger than the link (see sendFragments); UDP ones lose their headers to
-// the UDP sockets, and consecutive datagrams to one peer of one size are
-// sent as one UDP GSO super-datagram. It may write into the packets' IP
-// headers: a raw IPv6 packet's unspecified source, and the fields that
-// fragmenting changes.
+// SendBatch transmits ESP packets. ESP-in-UDP goes out on the UDP
+// sockets, which build the IP and UDP headers, and consecutive datagrams
+// to one peer of one size as one UDP GSO super-datagram. Raw ESP gets its
+// IP header written in front of it here, from its Outer (an unset source
+// becomes the local address), and goes out on the HDRINCL sockets, in
+// fragments when it is larger than the link (see sendFragments).
 //
-// Every packet is either handed to the kernel or fails: it cannot be
-// classified or has no socket, or the kernel refuses its message (a GSO
+// Every packet is either handed to the kernel or fails: it has no socket
+// or no room for its header, or the kernel refuses its message (a GSO
 // message fails as a whole, or, when it goes out split, from the first
 // datagram refused on). A failure does not stop the packets after it.
 // SendBatch returns how many packets went and the first error, and, when
 // failed is not nil (it must hold len(pkts)), sets failed[i] to whether
 // pkts[i] failed.
-func (c *Conn) SendBatch(pkts [][]byte, failed []bool) (sent int, err error) {
+func (c *Conn) SendBatch(pkts []Packet, failed []bool) (sent int, err error) {
 	s := &c.send
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -99,30 +97,40 @@ func (c *Conn) SendBatch(pkts [][]byte, failed []bool) (sent int, err error) {
 			err = e
 		}
 	}
-	for i, p := range pkts {
-		if k, ok := c.oversizeRaw(p); ok {
+	fail := func(i int, e error) {
+		note(e)
+		if failed != nil {
+			failed[i] = true
+		}
+	}
+	for i := range pkts {
+		p := &pkts[i]
+		if p.Outer.UDP {
+			if e := c.queueUDP(i, p); e != nil {
+				fail(i, e)
+			}
+			continue
+		}
+		k, pkt, e := c.rawPacket(p)
+		if e != nil {
+			fail(i, e)
+			continue
+		}
+		if mtu := int(c.mtu.Load()); mtu != 0 && len(pkt) > mtu {
 			// Fragments go out in their place in the packets of
 			// their socket: those queued before them first.
 			n, e := c.flush(k, failed)
 			sent += n
 			note(e)
 			s.queue[k], s.from[k] = s.queue[k][:0], s.from[k][:0]
-			if e := c.sendFragments(k, p); e != nil {
-				note(e)
-				if failed != nil {
-					failed[i] = true
-				}
+			if e := c.sendFragments(k, pkt); e != nil {
+				fail(i, e)
 			} else {
 				sent++
 			}
 			continue
 		}
-		if e := c.queue(i, p); e != nil {
-			note(e)
-			if failed != nil {
-				failed[i] = true
-			}
-		}
+		c.queueRaw(k, i, pkt)
 	}
 	for k := range numKinds {
 		n, e := c.flush(k, failed)
@@ -132,22 +140,48 @@ func (c *Conn) SendBatch(pkts [][]byte, failed []bool) (sent int, err error) {
 	return sent, err
 }
 
-// oversizeRaw reports whether pkt goes out on a raw socket and is larger
-// than the link's MTU as last read, and which socket kind it is for.
-func (c *Conn) oversizeRaw(pkt []byte) (int, bool) {
-	mtu := int(c.mtu.Load())
-	if mtu == 0 || len(pkt) <= mtu || len(pkt) < 40 {
-		return 0, false
+// Send transmits one packet (see SendBatch).
+func (c *Conn) Send(p Packet) error {
+	_, err := c.SendBatch([]Packet{p}, nil)
+	return err
+}
+
+// Why SendBatch refuses a packet it cannot send.
+var (
+	errNoRoom = errors.New("underlay: no room before the ESP packet for its IP header")
+	errNoDst  = errors.New("underlay: the packet has no destination address")
+	errOpts   = errors.New("underlay: IP options or extension headers of an impossible length")
+)
+
+// rawPacket writes the IP header of the raw ESP packet p in front of it
+// and returns its socket kind and the whole packet.
+func (c *Conn) rawPacket(p *Packet) (int, []byte, error) {
+	o := p.Outer
+	if !o.Dst.IsValid() {
+		return 0, nil, errNoDst
 	}
-	switch {
-	case pkt[0]>>4 == 4 && pkt[9] != unix.IPPROTO_UDP && c.raw4 != nil:
-		return kindRaw4, true
-	case pkt[0]>>4 == 6 && c.raw6 != nil:
-		if _, udp := udpOffset6(pkt); !udp {
-			return kindRaw6, true
-		}
+	if o.Opts < 0 || !o.Is6() && (o.Opts > header.IPv4MaxSize-header.IPv4MinSize || o.Opts%4 != 0) ||
+		o.Is6() && o.Opts%8 != 0 {
+		return 0, nil, errOpts
 	}
-	return 0, false
+	k, local := kindRaw4, c.local4
+	if o.Is6() {
+		k, local = kindRaw6, c.local6
+	}
+	if c.batch[k] == nil {
+		return 0, nil, ErrNoSocket
+	}
+	if p.Start < o.Size() || p.Start > p.End || p.End > len(p.Buf) {
+		return 0, nil, errNoRoom
+	}
+	if !o.Src.IsValid() || o.Src.IsUnspecified() {
+		// An IPv6 HDRINCL socket sends the header as it is; IPv4's
+		// would fill in a zero source, but the local address is the
+		// one it would choose.
+		o.Src = local
+	}
+	start := o.Encode(p.Buf, p.Start, p.End)
+	return k, p.Buf[start:p.End], nil
 }
 
 // sendFragments sends a raw packet that is larger than the link's MTU as
@@ -157,13 +191,9 @@ func (c *Conn) oversizeRaw(pkt []byte) (int, bool) {
 // IPv4 packet's Don't Fragment bit, copied from the inner packet, is
 // cleared (the inner packet still goes whole, inside an outer packet that
 // is fragmented and reassembled by the peer) and it gets an identification
-// of the underlay's own; an IPv6 packet's unspecified source becomes the
-// local address. It returns nil once every fragment went.
+// of the underlay's own. It returns nil once every fragment went.
 func (c *Conn) sendFragments(k int, pkt []byte) error {
 	s := &c.send
-	if k == kindRaw6 {
-		c.fillSource6(pkt)
-	}
 	mtu := c.readMTU()
 	if len(pkt) <= mtu {
 		s.fragBufs = append(s.fragBufs[:0], pkt)
@@ -232,65 +262,6 @@ func (c *Conn) sendAll(k int, bufs [][]byte, pkt []byte) error {
 	return nil
 }
 
-// Send transmits one packet (see SendBatch).
-func (c *Conn) Send(pkt []byte) error {
-	_, err := c.SendBatch([][]byte{pkt}, nil)
-	return err
-}
-
-// queue adds packet i of the batch to its socket's messages.
-func (c *Conn) queue(i int, pkt []byte) error {
-	if len(pkt) < 20 {
-		return errors.New("underlay: packet too short")
-	}
-	switch pkt[0] >> 4 {
-	case 4:
-		hl := int(pkt[0]&0x0f) * 4
-		dst := [4]byte(pkt[16:20])
-		if pkt[9] == unix.IPPROTO_UDP {
-			if c.udp4 == nil || len(pkt) < hl+8 {
-				return ErrNoSocket
-			}
-			c.queueUDP(kindUDP4, i, pkt[hl:], dst[:])
-			return nil
-		}
-		if c.raw4 == nil {
-			return ErrNoSocket
-		}
-		c.queueRaw(kindRaw4, i, pkt, dst[:])
-	case 6:
-		if len(pkt) < 40 {
-			return errors.New("underlay: packet too short")
-		}
-		dst := [16]byte(pkt[24:40])
-		if udp, ok := udpOffset6(pkt); ok {
-			if c.udp6 == nil {
-				return ErrNoSocket
-			}
-			c.queueUDP(kindUDP6, i, pkt[udp:], dst[:])
-			return nil
-		}
-		if c.raw6 == nil {
-			return ErrNoSocket
-		}
-		c.fillSource6(pkt)
-		c.queueRaw(kindRaw6, i, pkt, dst[:])
-	default:
-		return errors.New("underlay: not an IP packet")
-	}
-	return nil
-}
-
-// fillSource6 writes the local address into an IPv6 packet's unspecified
-// source (a tunnel SA without one): unlike IPv4's, an IPv6 HDRINCL socket
-// sends the header as it is.
-func (c *Conn) fillSource6(pkt []byte) {
-	if netip.AddrFrom16([16]byte(pkt[8:24])).IsUnspecified() {
-		src := c.local6.As16()
-		copy(pkt[8:24], src[:])
-	}
-}
-
 // slot returns the next message of kind k, growing the reusable state.
 func (s *sender) slot(k int) (*ipv4.Message, int) {
 	i := len(s.queue[k])
@@ -312,33 +283,58 @@ func (s *sender) slot(k int) (*ipv4.Message, int) {
 }
 
 // queueRaw queues packet j of the batch, a whole IP packet, as a message.
-func (c *Conn) queueRaw(k, j int, pkt, dst []byte) {
+func (c *Conn) queueRaw(k, j int, pkt []byte) {
 	s := &c.send
 	m, i := s.slot(k)
 	a := &s.ip[k][i]
-	a.IP = append(a.IP[:0], dst...)
+	if k == kindRaw4 {
+		a.IP = append(a.IP[:0], pkt[16:20]...)
+	} else {
+		a.IP = append(a.IP[:0], pkt[24:40]...)
+	}
 	m.Addr = a
 	m.Buffers = append(m.Buffers, pkt)
 	s.segs[k][i] = gsoState{n: 1}
 	s.from[k] = append(s.from[k], j)
 }
 
-// queueUDP queues packet j of the batch, a UDP segment (header and
-// payload). It joins the previous message as a GSO segment when it goes to
-// the same peer, is no larger than the segment size, and the previous
-// message's last segment was full size (the kernel allows only the last to
-// be short).
-func (c *Conn) queueUDP(k, j int, seg, dst []byte) {
+// queueUDP queues packet j of the batch, ESP-in-UDP, as a datagram. It
+// joins the previous message as a GSO segment when it goes to the same
+// peer, is no larger than the segment size, and the previous message's
+// last segment was full size (the kernel allows only the last to be
+// short).
+func (c *Conn) queueUDP(j int, p *Packet) error {
+	if !p.Outer.Dst.IsValid() {
+		return errNoDst
+	}
+	k := kindUDP4
+	if p.Outer.Is6() {
+		k = kindUDP6
+	}
+	if c.batch[k] == nil {
+		return ErrNoSocket
+	}
+	if p.Start < 0 || p.Start > p.End || p.End > len(p.Buf) {
+		return errors.New("underlay: packet outside its buffer")
+	}
 	s := &c.send
 	s.from[k] = append(s.from[k], j)
-	dport := binary.BigEndian.Uint16(seg[2:])
-	payload := seg[8:]
+	dport := p.Outer.DstPort
+	payload := p.Buf[p.Start:p.End]
+	var dst []byte
+	if k == kindUDP4 {
+		d := p.Outer.Dst.Unmap().As4()
+		dst = d[:]
+	} else {
+		d := p.Outer.Dst.As16()
+		dst = d[:]
+	}
 	if n := len(s.queue[k]); n > 0 && !s.gsoOff {
 		a, g := &s.udp[k][n-1], &s.segs[k][n-1]
 		if a.Port == int(dport) && string(a.IP) == string(dst) && len(payload) <= g.size &&
 			g.last == g.size && g.n < maxGSOSegments && g.bytes+len(payload) <= 65000 {
 			s.appendGSO(k, n-1, payload)
-			return
+			return nil
 		}
 	}
 	m, i := s.slot(k)
@@ -347,6 +343,7 @@ func (c *Conn) queueUDP(k, j int, seg, dst []byte) {
 	m.Addr = a
 	m.Buffers = append(m.Buffers, payload)
 	s.segs[k][i] = gsoState{n: 1, size: len(payload), last: len(payload), bytes: len(payload)}
+	return nil
 }
 
 // appendGSO adds payload to message i as one more segment. The first join
@@ -475,17 +472,4 @@ func (c *Conn) sendSplit(write func([]ipv4.Message) (int, error), m *ipv4.Messag
 		went++
 	}
 	return went, nil
-}
-
-// udpOffset6 returns the offset of the UDP header of an IPv6 packet, if the
-// packet is UDP after any hop-by-hop, routing or destination options.
-func udpOffset6(pkt []byte) (int, bool) {
-	off, next := 40, pkt[6]
-	for next == 0 || next == 43 || next == 60 {
-		if off+8 > len(pkt) {
-			return 0, false
-		}
-		next, off = pkt[off], off+int(pkt[off+1])*8+8
-	}
-	return off, next == unix.IPPROTO_UDP && off+8 <= len(pkt)
 }

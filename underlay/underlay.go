@@ -2,11 +2,15 @@
 // device and its peers, raw (IP protocol 50) and encapsulated in UDP
 // (RFC 3948, port 4500), over IPv4 and IPv6.
 //
-// The engine works on whole outer packets, as they are on the wire. On
-// send, raw packets go out as they are (IP_HDRINCL / IPV6_HDRINCL) and UDP
-// packets lose their IP and UDP headers to the UDP socket. On receive,
-// where a socket does not hand over the headers (raw IPv6, UDP) they are
-// rebuilt in the buffer's headroom from the socket's addresses.
+// It carries ESP and nothing else, as wireguard-go's conn.Bind carries its
+// messages: a Packet is the ESP bytes in a buffer with headroom and their
+// outer header as fields (header.Outer: addresses, ports, TOS, TTL). On
+// send, the UDP sockets build the IP and UDP headers themselves; for raw
+// ESP the underlay writes the IP header in the headroom (header.Outer's
+// Encode) and sends it on an IP_HDRINCL / IPV6_HDRINCL socket. On
+// receive, the outer header comes from the socket's address and control
+// messages, or, on raw IPv4, from the header the socket hands over; no
+// header is rebuilt to be parsed again.
 //
 // The UDP socket does not set the kernel's UDP_ENCAP option: the kernel
 // would take the ESP packets for itself.
@@ -48,8 +52,9 @@ type Config struct {
 	BufferBytes int
 }
 
-// Headroom is how much room Receive leaves before each packet so that the
-// outer headers can be rebuilt and the engine has scratch space.
+// Headroom is how much room a receive leaves before each packet: for the
+// outer headers, should the device pass the packet up whole, and the room
+// the device's TUN writes need.
 const Headroom = 128
 
 // bufSize is one receive buffer: headroom, the largest IP packet, and
@@ -139,7 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 }
 
 // readMTU reads the MTU of the interface the sockets are bound to, keeps
-// it for oversizeRaw, and returns it (the last one read if reading fails).
+// it for SendBatch, and returns it (the last one read if reading fails).
 func (c *Conn) readMTU() int {
 	var pc *net.IPConn
 	switch {
