@@ -93,6 +93,14 @@ func (e *Error) At(i int) *Error {
 	return &c
 }
 
+// WithoutElement returns a copy of e about the request as a whole: for a
+// caller that sent one element, to whom its index says nothing.
+func (e *Error) WithoutElement() *Error {
+	c := *e
+	c.elem = 0
+	return &c
+}
+
 // Errorf returns an *Error with the given status and a formatted reason,
 // about the request as a whole. As with fmt.Errorf, the operand of a %w
 // verb becomes the cause.

@@ -119,7 +119,11 @@ func (c *Client) Do(ctx context.Context, req any, resp any) error {
 		}
 	}
 	if st != ndis.StatusSuccess {
-		return &ndis.Error{Status: st, Reason: h.Reason}
+		e := &ndis.Error{Status: st, Reason: h.Reason}
+		if h.Element != nil {
+			e = e.At(*h.Element)
+		}
+		return e
 	}
 	return nil
 }

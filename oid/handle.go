@@ -102,7 +102,11 @@ func (s *Server) head(body response, id json.RawMessage) {
 
 // fail returns the error response for err.
 func (s *Server) fail(id json.RawMessage, err error) reply {
-	h := &Header{Status: ndis.StatusOf(err).String(), Reason: err.Error()}
+	e := ndis.AsError(err)
+	h := &Header{Status: e.Status.String(), Reason: e.Reason}
+	if i, ok := e.Element(); ok {
+		h.Element = &i
+	}
 	if h.Status == ndis.StatusSuccess.String() { // not reached: err is never nil here
 		h.Status = ndis.StatusFailure.String()
 	}
@@ -227,11 +231,16 @@ func (s *Server) addSA(line []byte) (response, bool, error) {
 	for i, raw := range req.SAs {
 		errs[i] = decode(raw, &bundles[i], i)
 	}
-	results, _, status := s.add(bundles, errs)
+	results, failed, status := s.add(bundles, errs)
 	resp := &AddSAResponse{Results: results}
 	resp.Status = status.String()
 	if status != ndis.StatusSuccess {
-		resp.Reason = firstReason(results)
+		for i, e := range failed {
+			if e != nil {
+				resp.Reason, resp.Element = e.Reason, &i
+				break
+			}
+		}
 	}
 	return resp, false, nil
 }
@@ -307,7 +316,7 @@ func (s *Server) add(bundles []SA, errs []error) ([]AddResult, []*ndis.Error, nd
 			added = true
 			continue
 		}
-		results[i] = AddResult{Status: e.Status.String(), Reason: e.Error()}
+		results[i] = AddResult{Status: e.Status.String(), Reason: e.Reason}
 		if status == ndis.StatusSuccess {
 			status = e.Status
 		}
@@ -317,16 +326,6 @@ func (s *Server) add(bundles []SA, errs []error) ([]AddResult, []*ndis.Error, nd
 		return results, failed, ndis.StatusSuccess
 	}
 	return results, failed, status
-}
-
-// firstReason returns the reason of the first failed element.
-func firstReason(results []AddResult) string {
-	for _, r := range results {
-		if r.Reason != "" {
-			return r.Reason
-		}
-	}
-	return ""
 }
 
 func (s *Server) deleteSA(line []byte) (response, bool, error) {

@@ -51,8 +51,11 @@ type Header struct {
 	ID json.RawMessage `json:"id"`
 	// Status is an NDIS status name, for example "NDIS_STATUS_SUCCESS".
 	Status string `json:"status"`
-	// Reason says, on failure, what was wrong and with which element.
+	// Reason says, on failure, what was wrong.
 	Reason string `json:"reason,omitempty"`
+	// Element is, when Reason concerns one element of the request (the
+	// first refused element of ADD_SA), its 0-based index.
+	Element *int `json:"element,omitempty"`
 	// Generation identifies the daemon instance: it changes on every
 	// start, so a host that sees a new value knows its SAs are gone.
 	Generation uint64 `json:"generation"`
@@ -178,7 +181,8 @@ type AddSARequest struct {
 }
 
 // AddResult is the outcome of one ADD_SA element: its handle (0, the NDIS
-// null handle, on failure), status and reason.
+// null handle, on failure), status and reason (the element is the
+// result's place in the list).
 type AddResult struct {
 	Handle uint64 `json:"handle"`
 	Status string `json:"status"`

@@ -68,10 +68,10 @@ func TestAddSAPartialSuccess(t *testing.T) {
 		reason string
 	}{
 		{true, ndis.StatusSuccess, ""},
-		{false, ndis.StatusInvalidParameter, "element 1: an outbound SA with SPI 4096"},
-		{false, ndis.StatusNotSupported, "element 2: SecAssoc[0].Operation 1 (AH) is not implemented"},
-		{false, ndis.StatusNotSupported, "element 3: AH plus ESP bundles (NumExtHdrs 2)"},
-		{false, ndis.StatusInvalidParameter, "element 4: AES-GCM-128 needs a 20-byte key"},
+		{false, ndis.StatusInvalidParameter, "an outbound SA with SPI 4096"},
+		{false, ndis.StatusNotSupported, "SecAssoc[0].Operation 1 (AH) is not implemented"},
+		{false, ndis.StatusNotSupported, "AH plus ESP bundles (NumExtHdrs 2)"},
+		{false, ndis.StatusInvalidParameter, "AES-GCM-128 needs a 20-byte key"},
 		{true, ndis.StatusSuccess, ""},
 	}
 	if len(res) != len(want) {
@@ -79,7 +79,9 @@ func TestAddSAPartialSuccess(t *testing.T) {
 	}
 	for i, w := range want {
 		r := res[i]
-		if (r.Handle != 0) != w.handle || r.Status != w.status.String() || !strings.HasPrefix(r.Reason, w.reason) {
+		// The element is the result's place: the reason does not repeat it.
+		if (r.Handle != 0) != w.handle || r.Status != w.status.String() || !strings.HasPrefix(r.Reason, w.reason) ||
+			strings.HasPrefix(r.Reason, "element") {
 			t.Errorf("element %d: got %+v, want handle=%v %v %q...", i, r, w.handle, w.status, w.reason)
 		}
 	}
@@ -91,6 +93,13 @@ func TestAddSAPartialSuccess(t *testing.T) {
 	res, err = c.AddSA(ctx, ah, dup)
 	if ndis.StatusOf(err) != ndis.StatusNotSupported || res[0].Handle != 0 || res[1].Handle != 0 {
 		t.Errorf("all-failing ADD_SA: err %v, results %+v", err, res)
+	}
+	// The response names the element (its "element" field) apart from
+	// the reason, and the client keeps them apart.
+	if e := ndis.AsError(err); !strings.HasPrefix(e.Reason, "SecAssoc[0].Operation 1") {
+		t.Errorf("all-failing ADD_SA: reason %q", e.Reason)
+	} else if i, ok := e.Element(); !ok || i != 0 {
+		t.Errorf("all-failing ADD_SA: error about element %d (%v), want 0", i, ok)
 	}
 	// ADD_SA_EX: one bundle.
 	h, err := c.AddSAEx(ctx, gcmSA("out", 0x2000, "192.0.2.9", keyBytes(20, 7)))
@@ -117,7 +126,7 @@ func TestAddSACapacity(t *testing.T) {
 	if res[0].Handle == 0 || res[1].Handle == 0 {
 		t.Errorf("first two elements failed: %+v", res)
 	}
-	if res[2].Handle != 0 || res[2].Status != "NDIS_STATUS_RESOURCES" || !strings.Contains(res[2].Reason, "element 2: device full") {
+	if res[2].Handle != 0 || res[2].Status != "NDIS_STATUS_RESOURCES" || !strings.Contains(res[2].Reason, "device full") {
 		t.Errorf("third element: %+v, want a null handle and NDIS_STATUS_RESOURCES", res[2])
 	}
 	res, err = c.AddSA(ctx, gcmSA("out", 0x1003, "192.0.2.2", keyBytes(20, 4)))
@@ -231,17 +240,24 @@ func TestMalformedLines(t *testing.T) {
 		{`{"id":9,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":{}}`, float64(9), "NDIS_STATUS_INVALID_PARAMETER", `field "sas": expected a JSON array`},
 		{`{"id":10,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA"}`, float64(10), "NDIS_STATUS_INVALID_PARAMETER", `missing field "sas"`},
 		{`{"id":11,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[]}`, float64(11), "NDIS_STATUS_INVALID_PARAMETER", `"sas" is empty`},
-		{`{"id":12,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[{"SecAssoc":[{"Spi":"x"}]}]}`, float64(12), "NDIS_STATUS_INVALID_PARAMETER", `element 0: field "SecAssoc.Spi": expected a number`},
-		{`{"id":13,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[{"KeyData":"0xzz"}]}`, float64(13), "NDIS_STATUS_INVALID_DATA", "element 0: KeyData: character 1 is not a hex digit"},
-		{`{"id":14,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[{"vnic":{"selectors":[{"proto":"tcpp"}]}}]}`, float64(14), "NDIS_STATUS_INVALID_PARAMETER", `element 0: selector proto: expected a protocol number`},
+		{`{"id":12,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[{"SecAssoc":[{"Spi":"x"}]}]}`, float64(12), "NDIS_STATUS_INVALID_PARAMETER", `field "SecAssoc.Spi": expected a number`},
+		{`{"id":13,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[{"KeyData":"0xzz"}]}`, float64(13), "NDIS_STATUS_INVALID_DATA", "KeyData: character 1 is not a hex digit"},
+		{`{"id":14,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[{"vnic":{"selectors":[{"proto":"tcpp"}]}}]}`, float64(14), "NDIS_STATUS_INVALID_PARAMETER", `selector proto: expected a protocol number`},
 		{`{"id":15,"oid":"VNIC_STATISTICS"} trailing`, nil, "NDIS_STATUS_INVALID_DATA", "not valid JSON"},
 		{`{"id":{"nested":[1,2]},"oid":"VNIC_QUERY_SA","handle":77}`, map[string]any{"nested": []any{float64(1), float64(2)}}, "NDIS_STATUS_INVALID_PARAMETER", "unknown handle 77"},
 		{`{"id":16,"oid":"VNIC_REQUEST_DELETE"}`, float64(16), "NDIS_STATUS_INVALID_PARAMETER", `"handle" is missing`},
 	}
+	// The requests whose one ADD_SA element is refused: the response
+	// names it in "element", not in the reason.
+	aboutElement0 := map[string]bool{"12": true, "13": true, "14": true}
 	for _, tt := range tests {
 		m := rc.do(tt.line)
-		if fmt.Sprint(m["id"]) != fmt.Sprint(tt.id) || m["status"] != tt.status || !strings.Contains(str(m["reason"]), tt.reason) {
+		if fmt.Sprint(m["id"]) != fmt.Sprint(tt.id) || m["status"] != tt.status || !strings.Contains(str(m["reason"]), tt.reason) ||
+			strings.HasPrefix(str(m["reason"]), "element") {
 			t.Errorf("%s:\n got %v\nwant id=%v %s %q", tt.line, m, tt.id, tt.status, tt.reason)
+		}
+		if el, ok := m["element"]; aboutElement0[fmt.Sprint(tt.id)] != (ok && el == float64(0)) {
+			t.Errorf("%s: element %v (present %v), want it only for a refused element 0", tt.line, el, ok)
 		}
 		if m["generation"] != float64(42) {
 			t.Errorf("%s: no generation in %v", tt.line, m)

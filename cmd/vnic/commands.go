@@ -139,6 +139,10 @@ func (c *cli) saAdd(words []string) error {
 	defer b.KeyData.Wipe()
 	var r oid.AddSAResponse
 	if err := c.do(oid.AddSARequest{Request: oid.Request{OID: oid.OIDAddSA}, SAs: []oid.SA{b}}, &r); err != nil {
+		var ne *ndis.Error
+		if errors.As(err, &ne) {
+			err = ne.WithoutElement() // the one element sent: its index says nothing
+		}
 		return fmt.Errorf("sa add: %w", err)
 	}
 	if !c.json {

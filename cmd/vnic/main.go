@@ -176,8 +176,7 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 func explain(err error) string {
 	var ne *ndis.Error
 	if errors.As(err, &ne) {
-		// A command sends one element: its index says nothing.
-		return fmt.Sprintf("%s (%s)", strings.Replace(err.Error(), "element 0: ", "", 1), ne.Status)
+		return fmt.Sprintf("%s (%s)", err, ne.Status)
 	}
 	return err.Error()
 }
