@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
+	"fmt"
 	"hash"
 	"slices"
 
@@ -135,7 +136,11 @@ func build(s Spec) (Cipher, error) {
 	mac, ok := hmacOf(s.Authentication)
 	if !ok {
 		if s.Authentication == ndis.AuthenticationNone {
-			return nil, invalid("encryption 0x%x needs an integrity algorithm: ESP without integrity is not offered", uint32(s.Encryption))
+			name := enc.Name
+			if name == "" {
+				name = fmt.Sprintf("encryption 0x%x", uint32(s.Encryption))
+			}
+			return nil, invalid("%s needs an integrity algorithm: ESP without integrity is not offered", name)
 		}
 		return nil, unsupported("unknown authentication algorithm 0x%x", uint32(s.Authentication))
 	}
@@ -154,6 +159,9 @@ func build(s Spec) (Cipher, error) {
 	}
 
 	if s.Encryption == ndis.EncryptionNone {
+		if len(s.EncryptionKey) != 0 {
+			return nil, invalid("%s takes no key, got %d bytes", enc.Name, len(s.EncryptionKey))
+		}
 		return newHMACCipher(nil, "ecb(cipher_null)", 0, mac, s.AuthenticationKey, icv, s.ESN)
 	}
 	if enc.Name == "" || enc.Combined {
