@@ -147,8 +147,8 @@ func TestKeyGrepFullSession(t *testing.T) {
 		{"sa", "add", "dir", "out", "dst", b.u4, "spi", "0x6100", "mode", k, "aead", "rfc4106(gcm(aes))", gcm128, "128"},
 		// Refused by the daemon: a duplicate, AH, a reserved SPI.
 		append(sa(a, "out", a.u4, b.u4, "0x6000", "aead", "rfc4106(gcm(aes))", gcm128, "128"), sel("10.7.0.2")...),
-		{"sa", "add", "dir", "out", "dst", b.u4, "proto", "ah", "spi", "0x6101", "aead", "rfc4106(gcm(aes))", gcm128, "128"},
-		{"sa", "add", "dir", "out", "dst", b.u4, "spi", "7", "aead", "rfc4106(gcm(aes))", gcm128, "128"},
+		{"sa", "add", "dir", "out", "dst", b.u4, "proto", "ah", "spi", "0x6101", "mode", "tunnel", "aead", "rfc4106(gcm(aes))", gcm128, "128"},
+		{"sa", "add", "dir", "out", "dst", b.u4, "spi", "7", "mode", "tunnel", "aead", "rfc4106(gcm(aes))", gcm128, "128"},
 	} {
 		cli(a, false, words...)
 		cli(a, false, append([]string{"--json"}, words...)...)

@@ -23,7 +23,7 @@ import (
 // StateUsage is the usage of `vnic sa add`. Its words follow `ip xfrm
 // state add` where it has a word for the thing, plus vnic's own (dir, sel,
 // pair, allow-legacy).
-const StateUsage = `vnic sa add dir in|out [src ADDR] [dst ADDR] [proto esp] spi SPI [mode tunnel|transport]
+const StateUsage = `vnic sa add dir in|out [src ADDR] [dst ADDR] [proto esp] spi SPI mode tunnel|transport
     ALGORITHM [encap espinudp SPORT DPORT 0.0.0.0 [nat-keepalive-interval SECONDS]]
     [replay-window N] [flag esn]
     [seq-hi N] [replay-oseq N | replay-seq N | seq N] [limit NAME N]...
@@ -531,7 +531,7 @@ func (p *saAdd) selector() error {
 			return nil
 		}
 		p.next()
-		word := fmt.Sprintf("sel %d %s", n+1, w)
+		word := fmt.Sprintf("sel %d %s", n, w) // numbered from 0, as the OID channel's vnic.selectors[i]
 		if seen[w] {
 			return fmt.Errorf("%s: given twice", word)
 		}
@@ -654,9 +654,6 @@ func (p *saAdd) bundle() (oid.SA, error) {
 	}
 	p.sa.Direction = p.dir
 	sa := p.saAssoc()
-	if p.mode == "" {
-		p.mode = "transport" // as ip xfrm
-	}
 	p.ext.Mode, p.hasExt = p.mode, true
 	if p.encap {
 		p.sa.UdpEspEncapsulation = ndis.UDPESPTunnel
@@ -727,6 +724,12 @@ func (p *saAdd) bundle() (oid.SA, error) {
 	}
 	if err := p.checkLastSeq(sa); err != nil {
 		return oid.SA{}, err
+	}
+	if p.mode == "" {
+		// The two vocabularies differ here: ip xfrm's default is
+		// transport, the OID channel's (without vnic.mode) tunnel.
+		// Neither is guessed.
+		return oid.SA{}, errors.New(`missing "mode tunnel" or "mode transport": ip xfrm's default is transport, the OID channel's tunnel, so vnic takes neither without being told`)
 	}
 	p.sa.KeyData = append(append(oid.Key{}, encKey...), authKey...)
 	p.sa.KeyLength = uint32(len(p.sa.KeyData))

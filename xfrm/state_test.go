@@ -69,8 +69,8 @@ func TestParseStateGood(t *testing.T) {
 			want: []string{`"EncryptionAlgorithm":{"Identifier":1}`, `"AuthenticationAlgorithm":{"Identifier":2,"KeyLength":20,"AdditionalInfo":12}`}},
 		{name: "legacy allowed", line: base + "enc des3_ede 0xKEY24 auth hmac(md5) 0xKEY16 allow-legacy",
 			want: []string{`"Identifier":4,"KeyLength":24`, `"AuthenticationAlgorithm":{"Identifier":1,"KeyLength":16,"KeyOffsetBytes":24,"AdditionalInfo":12}`, `"allow_legacy":true`}},
-		{name: "transport by default, inbound, every option",
-			line: "dir in src 2001:db8::1 dst 2001:db8::2 spi 4097 aead rfc4106(gcm(aes)) 0xKEY20 128 " +
+		{name: "transport, inbound, every option",
+			line: "dir in src 2001:db8::1 dst 2001:db8::2 spi 4097 mode transport aead rfc4106(gcm(aes)) 0xKEY20 128 " +
 				"encap espinudp 4501 4500 0.0.0.0 replay-window 256 flag esn seq-hi 3 replay-seq 7 " +
 				"limit byte-soft 1000 byte-hard 2000 limit packet-soft 10 packet-hard 20 time-soft 30 limit time-hard 60 " +
 				"sel src 10.0.0.0/24 dst 10.1.0.0/16 proto tcp dport 443 sel proto 58 pair 5",
@@ -91,11 +91,11 @@ func TestParseStateGood(t *testing.T) {
 			want: []string{`"initial_seq":4294967295`, `"SequenceNumberHighOrder":3`, `"Flags":1`}},
 		{name: "what the refusal of replay-oseq 4294967295 seq-hi 3 suggests", line: base + "replay-oseq-hi 4 replay-oseq 0 flag esn aead rfc4106(gcm(aes)) 0xKEY20 128",
 			want: []string{`"initial_seq":1`, `"SequenceNumberHighOrder":4`}},
-		{name: "seq and any endpoints", line: "dir in src any dst any spi 300 seq 5 replay-window 0 aead rfc4106(gcm(aes)) 0xKEY20 128",
+		{name: "seq and any endpoints", line: "dir in src any dst any spi 300 mode tunnel seq 5 replay-window 0 aead rfc4106(gcm(aes)) 0xKEY20 128",
 			want: []string{`"initial_seq":5`, `"replay_window":0`}},
 		{name: "sel with any and an address", line: base + "sel src any dst 10.0.0.1 sport 53 proto udp aead rfc4106(gcm(aes)) 0xKEY20 128",
 			want: []string{`"selectors":[{"src":"any","dst":"10.0.0.1","proto":17,"sport":53}]`}},
-		{name: "decimal SPI, uppercase hex", line: "dir out dst 192.0.2.2 spi 4096 aead rfc4106(gcm(aes)) 0X" + strings.Repeat("AB", 20) + " 128",
+		{name: "decimal SPI, uppercase hex", line: "dir out dst 192.0.2.2 spi 4096 mode tunnel aead rfc4106(gcm(aes)) 0X" + strings.Repeat("AB", 20) + " 128",
 			want: []string{`"Spi":4096`, `"KeyData":"` + strings.Repeat("ab", 20) + `"`}},
 	}
 	for _, tt := range tests {
@@ -142,6 +142,7 @@ func TestParseStateBad(t *testing.T) {
 		{"dir", `dir: expected in or out, got nothing`},
 		{"spi 300" + gcm, `missing "dir in" or "dir out": vnic needs the SA's direction`},
 		{"dir out" + gcm, `missing "spi SPI", like spi 0x1000`},
+		{base + gcm, `missing "mode tunnel" or "mode transport": ip xfrm's default is transport, the OID channel's tunnel, so vnic takes neither without being told`},
 		{base, `missing an algorithm: give aead rfc4106(gcm(aes)) 0xKEYSALT 128, or enc cbc(aes) 0xKEY with auth-trunc hmac(sha256) 0xKEY 128`},
 		{"src 192.0.2", `src: expected an IP address like 192.0.2.1, got "192.0.2"`},
 		{"dst fe80::1%eth0", `dst: expected an IP address like 192.0.2.1, got "fe80::1%eth0"`},
@@ -188,12 +189,12 @@ func TestParseStateBad(t *testing.T) {
 		{base + gcm + " limit byte-soft 1k", `limit byte-soft: expected a number, got "1k"`},
 		{base + gcm + " limit time-use-soft 5", `limit time-use-soft: not supported by vnic; use time-soft or time-hard (seconds since the SA was added)`},
 		{base + gcm + " limit byte-soft 1 limit byte-soft 2", `limit byte-soft: given twice`},
-		{base + gcm + " sel src 10.0.0.0/33", `sel 1 src: expected a prefix like 10.0.0.0/24, got "10.0.0.0/33"`},
-		{base + gcm + " sel src 10.0.0.0/8 sel dst ten", `sel 2 dst: expected a prefix like 10.0.0.0/24, got "ten"`},
-		{base + gcm + " sel proto tcpp", `sel 1 proto: expected a protocol number from 0 to 255 or a name (tcp, udp, icmp, ipv6-icmp, sctp, ...), got "tcpp"`},
-		{base + gcm + " sel dport 70000", `sel 1 dport: expected a port number from 0 to 65535, got "70000"`},
-		{base + gcm + " sel src 10.0.0.0/8 src 10.0.0.0/8", `sel 1 src: given twice`},
-		{base + gcm + " sel dev eth0", `sel 1 dev: not supported by vnic: selectors name addresses, protocols and ports`},
+		{base + gcm + " sel src 10.0.0.0/33", `sel 0 src: expected a prefix like 10.0.0.0/24, got "10.0.0.0/33"`},
+		{base + gcm + " sel src 10.0.0.0/8 sel dst ten", `sel 1 dst: expected a prefix like 10.0.0.0/24, got "ten"`},
+		{base + gcm + " sel proto tcpp", `sel 0 proto: expected a protocol number from 0 to 255 or a name (tcp, udp, icmp, ipv6-icmp, sctp, ...), got "tcpp"`},
+		{base + gcm + " sel dport 70000", `sel 0 dport: expected a port number from 0 to 65535, got "70000"`},
+		{base + gcm + " sel src 10.0.0.0/8 src 10.0.0.0/8", `sel 0 src: given twice`},
+		{base + gcm + " sel dev eth0", `sel 0 dev: not supported by vnic: selectors name addresses, protocols and ports`},
 		{base + gcm + " pair 0", `pair: expected the handle of the opposite-direction SA, like 3, got "0"`},
 		{base + gcm + " allow-legacy allow-legacy", `allow-legacy: given twice`},
 	}
@@ -213,7 +214,7 @@ func TestParseStateBad(t *testing.T) {
 // runs them): the words parse, and the server's reason says what is
 // wrong.
 func TestServerRefuses(t *testing.T) {
-	base := "dir out dst 192.0.2.2 spi 0x1000"
+	base := "dir out dst 192.0.2.2 spi 0x1000 mode tunnel"
 	tests := []struct {
 		line string
 		want string

@@ -47,7 +47,9 @@ func (c *cli) do(req, resp any) error {
 	if len(raw) > 0 {
 		if c.json {
 			fmt.Fprintf(c.stdout, "%s\n", bytes.TrimSpace(raw))
-		} else if resp != nil {
+		}
+		// Decoded in both modes: the exit status follows the results.
+		if resp != nil {
 			if derr := json.Unmarshal(raw, resp); derr != nil && err == nil {
 				err = fmt.Errorf("decode the daemon's response: %w", derr)
 			}
@@ -167,16 +169,20 @@ func (c *cli) saDel(args []string) error {
 	}
 	var r oid.DeleteSAResponse
 	err := c.do(oid.DeleteSARequest{Request: oid.Request{OID: oid.OIDDeleteSA}, Handles: hs}, &r)
-	if c.json || len(r.Results) == 0 {
+	if len(r.Results) == 0 {
 		if err != nil {
 			return fmt.Errorf("sa del: %w", err)
 		}
 		return nil
 	}
+	// Any handle not deleted fails the command, with --json too (the
+	// response's status is success when one handle was deleted).
 	failed := false
 	for _, res := range r.Results {
 		if res.Status == ndis.StatusSuccess.String() {
-			fmt.Fprintf(c.stdout, "deleted %d\n", res.Handle)
+			if !c.json {
+				fmt.Fprintf(c.stdout, "deleted %d\n", res.Handle)
+			}
 			continue
 		}
 		failed = true
