@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -154,6 +155,46 @@ func TestDeviceDropsWithoutSA(t *testing.T) {
 	defer w.mu.Unlock()
 	if w.sent != 1 {
 		t.Errorf("%d packets on the wire, want 1: nothing goes out in the clear", w.sent)
+	}
+}
+
+// TestLinkScopedCountedApart: packets vnic0's own stack sends on its link
+// (router solicitations, MLD, mDNS: link-local or link-scoped multicast
+// destinations) with no SA are dropped and counted as VnicOutLinkLocal,
+// so that XfrmOutNoStates counts only traffic that wanted a tunnel, and
+// an idle vnic0 does not look like one losing packets.
+func TestLinkScopedCountedApart(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := newPeer(), newPeer()
+	w, _, _ := link(t, ctx, a, b, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128(),
+		Selectors: []sadb.Selector{{Dst: mustPrefix("10.2.0.0/16")}}})
+	udp := func(src, dst string) []byte {
+		buf := make([]byte, 200)
+		end := udpPacket(buf, 0, netip.MustParseAddr(src), netip.MustParseAddr(dst), 5353, 5353, 20)
+		return buf[:end]
+	}
+	for _, p := range [][]byte{
+		udp("fe80::1", "ff02::2"),         // where router solicitations go
+		udp("fe80::1", "ff02::16"),        // MLDv2 reports
+		udp("fe80::1", "fe80::2"),         // link-local unicast
+		udp("10.1.0.1", "224.0.0.251"),    // mDNS
+		udp("10.1.0.1", "169.254.1.1"),    // IPv4 link-local
+		udp("2001:db8::1", "2001:db8::2"), // global, no SA
+		udp("10.1.0.1", "10.3.0.1"),       // no SA
+	} {
+		a.tun.Outbound <- p
+	}
+	a.tun.Outbound <- tuntest.Ping(in4b, in4a) // to 10.2.0.1: SA
+	recvOrTimeout(t, b.tun.Inbound)
+	st := a.dev.Stats()
+	if st["VnicOutLinkLocal"] != 5 || st["XfrmOutNoStates"] != 2 {
+		t.Errorf("VnicOutLinkLocal %d, XfrmOutNoStates %d; want 5 and 2", st["VnicOutLinkLocal"], st["XfrmOutNoStates"])
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sent != 1 {
+		t.Errorf("%d packets on the wire, want 1", w.sent)
 	}
 }
 

@@ -147,6 +147,10 @@ func (d *Device) outbound(b *outBatch, buf []byte, start, end int) {
 	}
 	sa := d.table.LookupOutbound(f)
 	if sa == nil {
+		if offload.LinkScoped(f.Dst) {
+			d.drop(nil, offload.ErrLinkLocal)
+			return
+		}
 		d.drop(nil, offload.ErrNoOutSA)
 		return
 	}

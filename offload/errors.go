@@ -42,6 +42,7 @@ var (
 	ErrNoRoomIn       = newErr(sadb.InBufferError, ndis.CryptoGenericError, "no room in the buffer")
 	ErrDeviceWrite    = newErr(sadb.InError, ndis.CryptoSuccess, "writing the packet to the device failed")
 	ErrNoOutSA        = newErr(sadb.OutNoStates, 0, "no outbound SA for this packet")
+	ErrLinkLocal      = newErr(sadb.OutLinkLocal, 0, "no outbound SA for a link-scoped packet: it never leaves vnic0's link")
 	ErrOutDead        = newErr(sadb.OutNoStates, 0, "the outbound SA was deleted")
 	ErrOutExpired     = newErr(sadb.OutStateExpired, 0, "the outbound SA reached its hard lifetime")
 	ErrSeqExhausted   = newErr(sadb.OutStateSeqError, 0, "the outbound SA used its last sequence number")

@@ -2,6 +2,7 @@ package offload
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"vnic/header"
 	"vnic/sadb"
@@ -59,4 +60,18 @@ func FlowOf(pkt []byte) (sadb.Flow, bool) {
 		}
 	}
 	return f, true
+}
+
+// LinkScoped reports whether a packet to dst never leaves its link: IPv6
+// link-local unicast and link-scoped multicast (router solicitations,
+// MLD reports, neighbour discovery), IPv4 link-local unicast and the
+// local network control block 224.0.0.0/24 (RFC 4291 §2.5.6 and §2.7,
+// RFC 3927, RFC 5771). vnic0's own stack sends such packets; with no SA
+// for them they are counted apart from XfrmOutNoStates, which then counts
+// only traffic that wanted a tunnel.
+func LinkScoped(dst netip.Addr) bool {
+	if dst.Is4() {
+		return dst.IsLinkLocalUnicast() || dst.IsLinkLocalMulticast()
+	}
+	return dst.IsLinkLocalUnicast() || dst.IsLinkLocalMulticast() || dst.IsInterfaceLocalMulticast()
 }

@@ -258,6 +258,7 @@ const (
 	OutFragInvalid                  // vnic: transport mode, a malformed or overlapping IP fragment
 	OutFragFull                     // vnic: transport mode, no room to reassemble another datagram
 	OutFragTimeout                  // vnic: transport mode, fragments of a datagram that never completed
+	OutLinkLocal                    // vnic: no outbound SA for a link-scoped packet (vnic0's own router solicitations, MLD, neighbour discovery)
 	NumReasons
 )
 
@@ -269,6 +270,7 @@ var reasonNames = [NumReasons]string{
 	"XfrmOutError", "XfrmOutBufferError", "XfrmOutNoStates",
 	"XfrmOutStateSeqError", "XfrmOutStateExpired",
 	"VnicOutTooBig", "VnicOutFragInvalid", "VnicOutFragFull", "VnicOutFragTimeout",
+	"VnicOutLinkLocal",
 }
 
 // String returns the counter name, for example "XfrmInStateSeqError".
