@@ -36,7 +36,7 @@ func FuzzParseState(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		b, err := ParseState(testutil.Words(line))
+		b, _, err := ParseState(testutil.Words(line))
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error message")

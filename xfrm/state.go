@@ -43,7 +43,11 @@ seq N is vnic's own word, NOT ip xfrm's seq (there the key manager's message num
 limit NAME is byte-soft, byte-hard, packet-soft, packet-hard, time-soft or time-hard (seconds).
 nat-keepalive-interval (dir out, with encap): an SA idle that long sends a NAT keepalive, and
     one per interval while it stays idle (RFC 3948).
-mode defaults to transport, as in ip xfrm.`
+mode is required: ip xfrm's default (transport) and the OID channel's (tunnel) differ.
+ip xfrm words vnic has no use for but that change nothing it does (reqid, tfcpad, offload,
+    flag af-unspec, flag noecn, flag align4, replay-window on dir out) are taken with a note
+    on stderr; those that would change what the SA does (mark, if_id, ctx, flag decap-dscp,
+    ...) are refused, all in one message.`
 
 // saAdd collects the words of `vnic sa add`.
 type saAdd struct {
@@ -60,6 +64,10 @@ type saAdd struct {
 	aead      *algWords
 	enc, auth *algWords
 	hasExt    bool
+	window    *int // replay-window as given
+	// notes are the harmless ip xfrm words taken and ignored, foreign
+	// those refused, as written.
+	notes, foreign []string
 }
 
 // algWords is one algorithm as the words gave it.
@@ -70,15 +78,25 @@ type algWords struct {
 	bits uint64 // ICV or truncation bits; 0 for the default
 }
 
-// ParseState turns `vnic sa add` words into an SA bundle. Its errors
-// name the word that is wrong and what was expected; they never quote a
-// key.
-func ParseState(words []string) (oid.SA, error) {
+// ParseState turns `vnic sa add` words into an SA bundle, and returns
+// notes on the ip xfrm words it took and ignored (for the user's
+// stderr). Its errors name the word that is wrong and what was expected,
+// and list together every ip xfrm word vnic does not support; they never
+// quote a key.
+func ParseState(words []string) (oid.SA, []string, error) {
 	p := &saAdd{words: words, seen: map[string]bool{}}
 	if err := p.parse(); err != nil {
-		return oid.SA{}, err
+		return oid.SA{}, nil, err
 	}
-	return p.bundle()
+	if len(p.foreign) > 0 {
+		return oid.SA{}, nil, fmt.Errorf("not supported by vnic: %s: remove them (vnic sa add -h lists the words it takes)",
+			strings.Join(p.foreign, ", "))
+	}
+	b, err := p.bundle()
+	if err != nil {
+		return oid.SA{}, nil, err
+	}
+	return b, p.notes, nil
 }
 
 func (p *saAdd) next() (string, bool) {
@@ -115,11 +133,32 @@ func (p *saAdd) once(word string) error {
 	return nil
 }
 
-// ignoredWords are `ip xfrm state` words that vnic has no use for.
-var ignoredWords = map[string]bool{
-	"reqid": true, "mark": true, "output-mark": true, "if_id": true, "ctx": true, "extra-flag": true,
-	"tfcpad": true, "offload": true, "coa": true, "sec-ctx": true, "replay-window-esn": true, "comp": true,
-	"auth-trunc-esn": true, "dir-esn": true,
+// foreignWords are the `ip xfrm state add` words that vnic has no word
+// of its own for, with the number of arguments each takes. A word with a
+// note changes nothing vnic does: it is taken, and the note goes to the
+// user. The others would change what the SA does: they are refused.
+var foreignWords = map[string]struct {
+	args int
+	note string
+}{
+	"reqid":  {1, "vnic matches no key manager requests: ignored"},
+	"tfcpad": {1, "vnic sends no TFC padding: ignored"},
+	// offload is handled by offloadWords: vnic is the offload.
+	"mark":        {1, ""},
+	"output-mark": {1, ""},
+	"if_id":       {1, ""},
+	"ctx":         {1, ""},
+	"coa":         {1, ""},
+	"extra-flag":  {1, ""},
+	"comp":        {1, ""},
+}
+
+// harmlessFlags are the `ip xfrm state` flags that change nothing vnic
+// does, with the note for the user.
+var harmlessFlags = map[string]string{
+	"af-unspec": "vnic carries either inner family in a tunnel: ignored",
+	"noecn":     "vnic decapsulates ECN as RFC 6040 says: ignored",
+	"align4":    "vnic aligns ESP as RFC 4303 says: ignored",
 }
 
 const wordList = "dir, src, dst, proto, spi, mode, aead, enc, auth, auth-trunc, encap, nat-keepalive-interval, replay-window, flag, seq, replay-seq, replay-oseq, seq-hi, replay-seq-hi, replay-oseq-hi, limit, sel, pair or allow-legacy"
@@ -166,16 +205,69 @@ func (p *saAdd) parse() error {
 			if err = p.once(w); err == nil {
 				p.ext.AllowLegacy, p.hasExt = true, true
 			}
+		case "offload":
+			err = p.offloadWords()
 		default:
-			if ignoredWords[w] {
-				return fmt.Errorf("%s is an ip xfrm word that vnic does not use: remove it", strconv.Quote(w))
+			fw, ok := foreignWords[w]
+			if !ok {
+				return fmt.Errorf("unknown word %s: expected %s", QuoteWord(w), wordList)
 			}
-			return fmt.Errorf("unknown word %s: expected %s", QuoteWord(w), wordList)
+			err = p.foreignWord(w, fw.args, fw.note)
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// foreignWord takes an ip xfrm word vnic has no use for and its
+// arguments (mark and output-mark may have "mask M" after theirs): with a
+// note it is harmless and noted, without one it is refused at the end.
+func (p *saAdd) foreignWord(w string, args int, note string) error {
+	given := []string{w}
+	for range args {
+		v, err := p.arg(w, "its argument, as ip xfrm takes it")
+		if err != nil {
+			return err
+		}
+		given = append(given, echoWord(v))
+	}
+	if (w == "mark" || w == "output-mark") && p.peek() == "mask" {
+		p.next()
+		v, err := p.arg(w+" mask", "a mask")
+		if err != nil {
+			return err
+		}
+		given = append(given, "mask", echoWord(v))
+	}
+	if note != "" {
+		p.notes = append(p.notes, strings.Join(given, " ")+": "+note)
+	} else {
+		p.foreign = append(p.foreign, strings.Join(given, " "))
+	}
+	return nil
+}
+
+// offloadWords takes ip xfrm's `offload [crypto|packet] dev DEV dir in|out`:
+// vnic is the offload, so the device is noted and ignored; its dir is the
+// SA's direction.
+func (p *saAdd) offloadWords() error {
+	if v := p.peek(); v == "crypto" || v == "packet" {
+		p.next()
+	}
+	if v, _ := p.next(); v != "dev" {
+		return fmt.Errorf("offload: expected dev DEV dir in|out, got %s", QuoteWord(v))
+	}
+	dev, err := p.arg("offload dev", "an interface name")
+	if err != nil {
+		return err
+	}
+	p.notes = append(p.notes, "offload dev "+echoWord(dev)+": vnic is the offload device: ignored")
+	if p.peek() == "dir" {
+		p.next()
+		return p.direction()
+	}
+	return nil
 }
 
 func (p *saAdd) direction() error {
@@ -393,7 +485,7 @@ func (p *saAdd) replayWindow() error {
 		return fmt.Errorf("replay-window: expected a window size in packets, like 128 (0 turns replay protection off), got %s", QuoteWord(v))
 	}
 	w := int(n)
-	p.ext.ReplayWindow, p.hasExt = &w, true
+	p.window = &w // dir decides, in bundle
 	return nil
 }
 
@@ -412,8 +504,10 @@ func (p *saAdd) flags() error {
 		switch {
 		case v == "esn":
 			p.saAssoc().Flags |= ndis.FlagESN
+		case harmlessFlags[v] != "":
+			p.notes = append(p.notes, "flag "+v+": "+harmlessFlags[v])
 		case xfrmFlags[v]:
-			return fmt.Errorf("flag %s: not supported by vnic; the flag vnic takes is esn", v)
+			p.foreign = append(p.foreign, "flag "+v)
 		default:
 			return fmt.Errorf("flag: expected esn, got %s", QuoteWord(v))
 		}
@@ -653,6 +747,14 @@ func (p *saAdd) bundle() (oid.SA, error) {
 		return oid.SA{}, errors.New(`missing "spi SPI", like spi 0x1000`)
 	}
 	p.sa.Direction = p.dir
+	if p.window != nil {
+		if p.dir == "out" {
+			// The kernel wants one on every ESN state, outbound too.
+			p.notes = append(p.notes, fmt.Sprintf("replay-window %d: an outbound SA has no replay window: ignored", *p.window))
+		} else {
+			p.ext.ReplayWindow, p.hasExt = p.window, true
+		}
+	}
 	sa := p.saAssoc()
 	p.ext.Mode, p.hasExt = p.mode, true
 	if p.encap {
@@ -855,6 +957,15 @@ func unhex(c byte) (byte, bool) {
 		return c - 'A' + 10, true
 	}
 	return 0, false
+}
+
+// echoWord returns a word to repeat back in a list of words as given: as
+// it is when it is short and plain, else as QuoteWord words it.
+func echoWord(s string) string {
+	if len(s) <= 40 && !oid.LooksLikeKey(s) && !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == '"' || r > '~' }) {
+		return s
+	}
+	return QuoteWord(s)
 }
 
 // QuoteWord quotes a word in an error, shortened; a word holding a run of 16

@@ -100,7 +100,7 @@ func TestParseStateGood(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := ParseState(saWords(tt.line))
+			b, _, err := ParseState(saWords(tt.line))
 			if err != nil {
 				t.Fatalf("ParseState: %v", err)
 			}
@@ -149,7 +149,10 @@ func TestParseStateBad(t *testing.T) {
 		{"proto udp", `proto: expected esp, got "udp"`},
 		{"mode beet", `mode: expected tunnel or transport, got "beet"`},
 		{"frobnicate", `unknown word "frobnicate": expected dir, src, dst, proto, spi, mode, aead, enc, auth, auth-trunc, encap, nat-keepalive-interval, replay-window, flag, seq, replay-seq, replay-oseq, seq-hi, replay-seq-hi, replay-oseq-hi, limit, sel, pair or allow-legacy`},
-		{"reqid 1", `"reqid" is an ip xfrm word that vnic does not use: remove it`},
+		{base + gcm + " mode tunnel mark 7 mask 0xff flag decap-dscp reqid 1 if_id 3 flag noecn wildrecv",
+			`not supported by vnic: mark 7 mask 0xff, flag decap-dscp, if_id 3, flag wildrecv: remove them (vnic sa add -h lists the words it takes)`},
+		{base + gcm + " mark", `mark: expected its argument, as ip xfrm takes it, got nothing`},
+		{base + gcm + " offload eth0", `offload: expected dev DEV dir in|out, got "eth0"`},
 		{base + " aead rfc4106(gcm(aes)) 0xKEY19 128", `aead rfc4106(gcm(aes)) key: expected 20, 28 or 36 bytes (16, 24 or 32-byte key and 4-byte salt), got 19 bytes`},
 		{base + " aead rfc4106(gcm(aes)) 0xKEY20 100", `aead rfc4106(gcm(aes)): expected the ICV length in bits, like 128 (a multiple of 8), got "100"`},
 		{base + " aead rfc4106(gcm(aes)) 0xKEY20", `aead rfc4106(gcm(aes)): expected the ICV length in bits, like 128, got nothing`},
@@ -172,8 +175,7 @@ func TestParseStateBad(t *testing.T) {
 		{base + gcm + " encap espinudp-nonike 4500 4500 0.0.0.0", `encap: espinudp-nonike is not supported: use espinudp (RFC 3948)`},
 		{base + gcm + " encap gre", `encap: expected espinudp, got "gre"`},
 		{base + gcm + " replay-window lots", `replay-window: expected a window size in packets, like 128 (0 turns replay protection off), got "lots"`},
-		{base + gcm + " flag noecn", `flag noecn: not supported by vnic; the flag vnic takes is esn`},
-		{base + gcm + " flag esn noecn", `flag noecn: not supported by vnic; the flag vnic takes is esn`},
+		{base + gcm + " flag nopmtudisc", `not supported by vnic: flag nopmtudisc: remove them (vnic sa add -h lists the words it takes)`},
 		{base + gcm + " flag fast", `flag: expected esn, got "fast"`},
 		{base + gcm + " seq-hi x", `seq-hi: expected the high-order 32 bits of the sequence number, a number from 0 to 4294967295, got "x"`},
 		{base + gcm + " seq 1 replay-seq 2", `replay-seq: give one of seq, replay-seq and replay-oseq`},
@@ -199,7 +201,7 @@ func TestParseStateBad(t *testing.T) {
 		{base + gcm + " allow-legacy allow-legacy", `allow-legacy: given twice`},
 	}
 	for _, tt := range tests {
-		_, err := ParseState(saWords(tt.line))
+		_, _, err := ParseState(saWords(tt.line))
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("%s:\n got %v\nwant %s", tt.line, err, tt.want)
 		}
@@ -226,7 +228,7 @@ func TestServerRefuses(t *testing.T) {
 		{base + " aead rfc4106(gcm(aes)) 0xKEY20 128 nat-keepalive-interval 20", "a NAT keepalive interval applies to outbound ESP-in-UDP SAs only"},
 	}
 	for _, tt := range tests {
-		b, err := ParseState(saWords(tt.line))
+		b, _, err := ParseState(saWords(tt.line))
 		if err != nil {
 			t.Errorf("%s: ParseState: %v; the words are fine", tt.line, err)
 			continue
@@ -243,5 +245,38 @@ func TestServerRefuses(t *testing.T) {
 		if err != nil && quotesKey(err.Error()) {
 			t.Errorf("%s: the reason quotes a key: %v", tt.line, err)
 		}
+	}
+}
+
+// TestParseStateNotes: a line as strongSwan or a script writes it for ip
+// xfrm, with words that change nothing vnic does, is taken whole: each
+// such word gets a note for the user, and the bundle is what the line
+// means to vnic (no replay window on an outbound SA, the offload's dir
+// as the SA's direction).
+func TestParseStateNotes(t *testing.T) {
+	line := "src 192.0.2.1 dst 192.0.2.2 proto esp spi 0xc0ffee01 reqid 1 mode tunnel flag af-unspec noecn " +
+		"replay-window 32 flag esn aead rfc4106(gcm(aes)) 0xKEY20 128 tfcpad 0 offload dev eth0 dir out"
+	b, notes, err := ParseState(saWords(line))
+	if err != nil {
+		t.Fatalf("ParseState: %v", err)
+	}
+	want := []string{
+		"reqid 1: vnic matches no key manager requests: ignored",
+		"flag af-unspec: vnic carries either inner family in a tunnel: ignored",
+		"flag noecn: vnic decapsulates ECN as RFC 6040 says: ignored",
+		"tfcpad 0: vnic sends no TFC padding: ignored",
+		`offload dev eth0: vnic is the offload device: ignored`,
+		"replay-window 32: an outbound SA has no replay window: ignored",
+	}
+	if strings.Join(notes, "\n") != strings.Join(want, "\n") {
+		t.Errorf("notes:\n%s\nwant:\n%s", strings.Join(notes, "\n"), strings.Join(want, "\n"))
+	}
+	if b.Direction != "out" || b.Vnic == nil || b.Vnic.ReplayWindow != nil || b.SecAssoc[0].Flags&ndis.FlagESN == 0 {
+		t.Errorf("bundle: direction %q, extensions %+v, flags %#x", b.Direction, b.Vnic, b.SecAssoc[0].Flags)
+	}
+	// Inbound, the replay window is the SA's.
+	_, notes, err = ParseState(saWords("dir in dst 192.0.2.2 spi 0x1000 mode tunnel replay-window 32 aead rfc4106(gcm(aes)) 0xKEY20 128"))
+	if err != nil || len(notes) != 0 {
+		t.Errorf("inbound replay-window: notes %q, %v", notes, err)
 	}
 }

@@ -134,9 +134,12 @@ func parseHandle(cmd, s string) (uint64, error) {
 }
 
 func (c *cli) saAdd(words []string) error {
-	b, err := xfrm.ParseState(words)
+	b, notes, err := xfrm.ParseState(words)
 	if err != nil {
 		return fmt.Errorf("sa add: %w (vnic sa add -h lists the words)", err)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(c.stderr, "vnic: sa add: note: %s\n", n)
 	}
 	defer b.KeyData.Wipe()
 	var r oid.AddSAResponse

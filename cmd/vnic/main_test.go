@@ -113,6 +113,15 @@ func TestCLI(t *testing.T) {
 		{args: []string{"--socket", sock, "--json", "sa", "del", "1", "88"}, code: 1, out: []string{`"handle":1,"status":"NDIS_STATUS_SUCCESS"`, `"handle":88`}, err: "vnic: sa del: unknown handle 88 (NDIS_STATUS_INVALID_PARAMETER)"},
 		{args: []string{"--socket", sock, "sa", "del", "7", "2"}, code: 1, out: []string{"deleted 2\n"}, err: "vnic: sa del: unknown handle 7 (NDIS_STATUS_INVALID_PARAMETER)"},
 		{args: []string{"--socket", sock, "sa", "list"}, out: []string{"no SAs"}},
+		// ip xfrm words that change nothing: taken, with a note each.
+		{args: []string{"--socket", sock, "sa", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x1005", "reqid", "7",
+			"mode", "tunnel", "flag", "af-unspec", "esn", "replay-window", "32", "aead", "rfc4106(gcm(aes))", "0x" + key, "128", "offload", "dev", "eth0", "dir", "out"},
+			out: []string{"handle "}, err: "vnic: sa add: note: reqid 7: vnic matches no key manager requests: ignored\n" +
+				"vnic: sa add: note: flag af-unspec: vnic carries either inner family in a tunnel: ignored\n" +
+				"vnic: sa add: note: offload dev eth0: vnic is the offload device: ignored\n" +
+				"vnic: sa add: note: replay-window 32: an outbound SA has no replay window: ignored\n"},
+		{args: []string{"--socket", sock, "sa", "add", "dir", "out", "dst", "192.0.2.2", "spi", "0x1006", "mode", "tunnel", "mark", "1", "if_id", "2",
+			"aead", "rfc4106(gcm(aes))", "0x" + key, "128"}, code: 1, err: "vnic: sa add: not supported by vnic: mark 1, if_id 2: remove them"},
 		{args: []string{"--socket", sock, "sa", "del", "x"}, code: 1, err: `sa del: expected a handle like 3, got "x"`},
 		{args: []string{"--socket", sock, "sa"}, code: 2, err: "sa: expected add, del, update, list, show or request-delete"},
 		{args: []string{"--socket", sock, "frob"}, code: 2, err: `unknown command "frob"`},
