@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
 
 	"vnic/ndis"
 	"vnic/oid"
@@ -79,7 +82,7 @@ func (c *cli) caps(args []string) error {
 	return nil
 }
 
-const saUsage = "sa: expected add, del, update, list, show or request-delete"
+const saUsage = "sa: expected add, del, flush, update, list, show or request-delete"
 
 func (c *cli) sa(args []string) error {
 	if len(args) == 0 {
@@ -97,9 +100,18 @@ func (c *cli) sa(args []string) error {
 			return err
 		}
 		return c.saList(0)
+	case "flush":
+		return c.saFlush(args[1:])
 	case "show", "get":
+		if len(args) > 2 && isSAIDWord(args[1]) {
+			h, err := c.handleOf("sa show", args[1:])
+			if err != nil {
+				return err
+			}
+			return c.saList(h)
+		}
 		if len(args) != 2 {
-			return usageErr("sa show: expected one handle, like: vnic sa show 3")
+			return usageErr("sa show: expected one handle, like: vnic sa show 3, or src ADDR dst ADDR proto esp spi SPI")
 		}
 		h, err := parseHandle("sa show", args[1])
 		if err != nil {
@@ -162,24 +174,39 @@ func (c *cli) saDel(args []string) error {
 	if len(args) == 0 {
 		return usageErr("sa del: expected one or more handles, like: vnic sa del 3 4")
 	}
-	hs := make([]uint64, len(args))
-	for i, a := range args {
-		h, err := parseHandle("sa del", a)
+	var hs []uint64
+	if isSAIDWord(args[0]) {
+		// ip xfrm state delete's words: the SA by what names it.
+		h, err := c.handleOf("sa del", args)
 		if err != nil {
 			return err
 		}
-		hs[i] = h
+		hs = []uint64{h}
+	} else {
+		hs = make([]uint64, len(args))
+		for i, a := range args {
+			h, err := parseHandle("sa del", a)
+			if err != nil {
+				return err
+			}
+			hs[i] = h
+		}
 	}
+	return c.deleteHandles("sa del", hs)
+}
+
+// deleteHandles deletes the SAs hs with one DELETE_SA, and fails when any
+// of them was not deleted (with --json too: the response's status is
+// success once one handle went).
+func (c *cli) deleteHandles(what string, hs []uint64) error {
 	var r oid.DeleteSAResponse
 	err := c.do(oid.DeleteSARequest{Request: oid.Request{OID: oid.OIDDeleteSA}, Handles: hs}, &r)
 	if len(r.Results) == 0 {
 		if err != nil {
-			return fmt.Errorf("sa del: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		return nil
 	}
-	// Any handle not deleted fails the command, with --json too (the
-	// response's status is success when one handle was deleted).
 	failed := false
 	for _, res := range r.Results {
 		if res.Status == ndis.StatusSuccess.String() {
@@ -189,7 +216,7 @@ func (c *cli) saDel(args []string) error {
 			continue
 		}
 		failed = true
-		fmt.Fprintf(c.stderr, "vnic: sa del: %s (%s)\n", res.Reason, res.Status)
+		fmt.Fprintf(c.stderr, "vnic: %s: %s (%s)\n", what, res.Reason, res.Status)
 	}
 	if failed {
 		return errReported
@@ -251,6 +278,169 @@ func (c *cli) saUpdate(args []string) error {
 		fmt.Fprintf(c.stdout, "updated %d: seq-hi %d\n", h, *hi)
 	}
 	return nil
+}
+
+// listSAs returns every SA the daemon holds, printing nothing (with
+// --json too: the command prints what it does with them).
+func (c *cli) listSAs(what string) ([]oid.SAInfo, error) {
+	cl, err := c.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var r oid.QuerySAResponse
+	if err := cl.Do(c.ctx, oid.HandleRequest{Request: oid.Request{OID: oid.OIDQuerySA}}, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return r.SAs, nil
+}
+
+// saID is what `ip xfrm state delete` and `get` name an SA by: its
+// destination, protocol and SPI, and optionally its source; vnic adds
+// dir, for an inbound and an outbound SA that share the three.
+type saID struct {
+	src, dst netip.Addr
+	spi      uint32
+	dir      string
+}
+
+// isSAIDWord reports whether w starts the words of an saID.
+func isSAIDWord(w string) bool {
+	switch w {
+	case "src", "dst", "proto", "spi", "dir":
+		return true
+	}
+	return false
+}
+
+// parseSAID reads `[src ADDR] dst ADDR [proto esp] spi SPI [dir in|out]`.
+func parseSAID(what string, words []string) (saID, error) {
+	var id saID
+	var haveSPI bool
+	seen := map[string]bool{}
+	const want = "src ADDR dst ADDR proto esp spi SPI [dir in|out], as ip xfrm state delete takes them"
+	for i := 0; i < len(words); i += 2 {
+		w := words[i]
+		if i+1 >= len(words) {
+			return id, usageErr("%s: %s: expected a value, got nothing (%s)", what, w, want)
+		}
+		v := words[i+1]
+		if seen[w] {
+			return id, usageErr("%s: %s: given twice", what, w)
+		}
+		seen[w] = true
+		var err error
+		switch w {
+		case "src", "dst":
+			var a netip.Addr
+			if a, err = netip.ParseAddr(v); err != nil {
+				return id, usageErr("%s: %s: expected an IP address like 192.0.2.1, got %s", what, w, xfrm.QuoteWord(v))
+			}
+			if w == "src" {
+				id.src = a.Unmap()
+			} else {
+				id.dst = a.Unmap()
+			}
+		case "proto":
+			if v != "esp" {
+				return id, usageErr("%s: proto: expected esp, got %s", what, xfrm.QuoteWord(v))
+			}
+		case "spi":
+			n, perr := xfrm.ParseNumber(v, 32)
+			if perr != nil {
+				return id, usageErr("%s: spi: expected a number like 0x1000, got %s", what, xfrm.QuoteWord(v))
+			}
+			id.spi, haveSPI = uint32(n), true
+		case "dir":
+			if v != "in" && v != "out" {
+				return id, usageErr("%s: dir: expected in or out, got %s", what, xfrm.QuoteWord(v))
+			}
+			id.dir = v
+		default:
+			return id, usageErr("%s: unknown word %s: expected %s", what, xfrm.QuoteWord(w), want)
+		}
+	}
+	if !id.dst.IsValid() || !haveSPI {
+		return id, usageErr("%s: give at least dst ADDR and spi SPI (%s)", what, want)
+	}
+	return id, nil
+}
+
+// matches reports whether sa is the SA id names.
+func (id *saID) matches(sa *oid.SAInfo) bool {
+	addr := func(s string) netip.Addr { a, _ := netip.ParseAddr(s); return a.Unmap() }
+	return sa.SPI == id.spi && addr(sa.Dst) == id.dst &&
+		(!id.src.IsValid() || addr(sa.Src) == id.src) &&
+		(id.dir == "" || shortDir(sa.Direction) == id.dir)
+}
+
+// handleOf returns the handle of the one SA the words name (see saID).
+func (c *cli) handleOf(what string, words []string) (uint64, error) {
+	id, err := parseSAID(what, words)
+	if err != nil {
+		return 0, err
+	}
+	sas, err := c.listSAs(what)
+	if err != nil {
+		return 0, err
+	}
+	var hs []uint64
+	for i := range sas {
+		if id.matches(&sas[i]) {
+			hs = append(hs, sas[i].Handle)
+		}
+	}
+	switch {
+	case len(hs) == 0:
+		return 0, fmt.Errorf("%s: no SA with %s", what, strings.Join(words, " "))
+	case len(hs) > 1:
+		return 0, fmt.Errorf("%s: SAs %s all match %s: add dir in or dir out, or give a handle", what, joinHandles(hs), strings.Join(words, " "))
+	}
+	return hs[0], nil
+}
+
+func joinHandles(hs []uint64) string {
+	s := make([]string, len(hs))
+	for i, h := range hs {
+		s[i] = strconv.FormatUint(h, 10)
+	}
+	return strings.Join(s, ", ")
+}
+
+// saFlush deletes every SA, or every SA of one direction, as `ip xfrm
+// state flush` does: `vnic sa flush [dir in|out] [proto esp]`.
+func (c *cli) saFlush(args []string) error {
+	const want = "sa flush: expected nothing, dir in, dir out or proto esp"
+	dir := ""
+	for i := 0; i < len(args); i += 2 {
+		if i+1 >= len(args) {
+			return usageErr("%s, got %s alone", want, xfrm.QuoteWord(args[i]))
+		}
+		switch w, v := args[i], args[i+1]; {
+		case w == "dir" && (v == "in" || v == "out") && dir == "":
+			dir = v
+		case w == "proto" && v == "esp":
+		default:
+			return usageErr("%s, got %s %s", want, xfrm.QuoteWord(w), xfrm.QuoteWord(v))
+		}
+	}
+	sas, err := c.listSAs("sa flush")
+	if err != nil {
+		return err
+	}
+	var hs []uint64
+	for i := range sas {
+		if dir == "" || shortDir(sas[i].Direction) == dir {
+			hs = append(hs, sas[i].Handle)
+		}
+	}
+	if len(hs) == 0 {
+		if !c.json {
+			fmt.Fprintln(c.stdout, "no SAs to flush")
+		}
+		return nil
+	}
+	return c.deleteHandles("sa flush", hs)
 }
 
 // saList lists all SAs (handle 0) or shows one.

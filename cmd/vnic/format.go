@@ -155,6 +155,9 @@ func encapOf(sa *oid.SAInfo) string {
 
 func flagsOf(sa *oid.SAInfo) string {
 	var f []string
+	if sa.ESN {
+		f = append(f, "esn")
+	}
 	if sa.DeleteRequested {
 		f = append(f, "delete-requested")
 	}
@@ -177,12 +180,12 @@ func printSAList(w io.Writer, sas []oid.SAInfo) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HANDLE\tDIR\tSPI\tMODE\tENDPOINTS\tENCAP\tALGORITHM\tSEQ\tPACKETS\tBYTES\tKEY\tFLAGS")
+	fmt.Fprintln(tw, "HANDLE\tDIR\tSPI\tMODE\tENDPOINTS\tENCAP\tALGORITHM\tSEQ\tSELECTORS\tPACKETS\tBYTES\tKEY\tFLAGS")
 	for i := range sas {
 		sa := &sas[i]
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s -> %s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n",
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s -> %s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n",
 			sa.Handle, shortDir(sa.Direction), sa.SPIHex, sa.Mode, sa.Src, sa.Dst, encapOf(sa),
-			algorithmOf(sa), sa.Seq, sa.Packets, sa.Bytes, keyOf(sa), flagsOf(sa))
+			algorithmOf(sa), sa.Seq, selectorsOf(sa), sa.Packets, sa.Bytes, keyOf(sa), flagsOf(sa))
 	}
 	tw.Flush()
 }
@@ -264,6 +267,23 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// selectorsOf returns an SA's selectors on one line: "any" when they
+// admit every packet (none, or one that admits everything), else each,
+// numbered from 0 as vnic.selectors[i] is.
+func selectorsOf(sa *oid.SAInfo) string {
+	var parts []string
+	for i, s := range sa.Selectors {
+		if anyIfEmpty(s.Src) == "any" && anyIfEmpty(s.Dst) == "any" && s.Proto == 0 && s.SPort == 0 && s.DPort == 0 {
+			return "any"
+		}
+		parts = append(parts, fmt.Sprintf("%d: %s", i, selectorString(s)))
+	}
+	if len(parts) == 0 {
+		return "any"
+	}
+	return strings.Join(parts, "; ")
 }
 
 func selectorString(s oid.Selector) string {
