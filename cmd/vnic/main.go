@@ -11,6 +11,7 @@
 //	vnic sa request-delete HANDLE        make the device raise SaDeleteReq
 //	vnic stats [--all]                   global counters
 //	vnic events                          stream the device's events
+//	vnic version | --version             the version, commit and Go version
 //
 // Every command but up takes --socket PATH (or --dev NAME for
 // /run/vnic/NAME.sock) and --json (print the daemon's raw JSON).
@@ -46,11 +47,13 @@ commands:
   sa request-delete HANDLE         make the device ask for the SA's deletion
   stats [--all]                    show the non-zero counters (--all: every one)
   events                           print the device's events until interrupted
+  version                          print vnic's version, commit and Go version
 
 options (anywhere on the line):
   --socket PATH   the daemon's OID channel (default /run/vnic/vnic0.sock)
   --dev NAME      the daemon of device NAME: /run/vnic/NAME.sock
   --json          print the daemon's JSON responses as they are
+  --version       print the version line and exit
 `
 
 func main() {
@@ -66,8 +69,10 @@ type cli struct {
 	socket string
 	json   bool
 	all    bool
-	stdout io.Writer
-	stderr io.Writer
+	// version is --version: print the version and nothing else.
+	version bool
+	stdout  io.Writer
+	stderr  io.Writer
 }
 
 // errUsage is an error after which the usage is worth showing.
@@ -84,6 +89,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "vnic: %v\n", err)
 		return 2
+	}
+	if c.version || len(rest) > 0 && rest[0] == "version" {
+		if !c.version && len(rest) > 1 {
+			fmt.Fprintf(stderr, "vnic: version: unexpected argument %s\n\n%s", xfrm.QuoteWord(rest[1]), usage)
+			return 2
+		}
+		fmt.Fprintln(stdout, version())
+		return 0
 	}
 	if len(rest) > 0 && rest[0] == "up" {
 		if err := runUp(rest[1:]); err != nil {
@@ -163,10 +176,12 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 			c.json = true
 		case "all":
 			c.all = true
+		case "version":
+			c.version = true
 		case "h", "help":
 			help = true
 		default:
-			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all)", xfrm.QuoteWord(a))
+			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all, --version)", xfrm.QuoteWord(a))
 		}
 	}
 	return rest, help, nil
