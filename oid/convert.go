@@ -433,11 +433,9 @@ func describe(t *sadb.Table, sa *sadb.SA, now time.Time) SAInfo {
 			Proto: IPProto(s.Proto), SPort: s.SrcPort, DPort: s.DstPort,
 		})
 	}
+	in.Drops = make(map[string]uint64) // {} when nothing was dropped
 	for r := range sadb.NumReasons {
 		if n := sa.Counters.Dropped(r); n > 0 {
-			if in.Drops == nil {
-				in.Drops = make(map[string]uint64)
-			}
 			in.Drops[r.String()] = n
 		}
 	}

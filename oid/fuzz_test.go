@@ -43,6 +43,10 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"id":10,"oid":"VNIC_SUBSCRIBE_EVENTS"}`,
 		`{"id":[1,{"a":null}],"oid":"OID_FOO"}`,
 		`not json`, `[]`, `{}`, `null`, `{"oid":null}`, `{"id":1e999,"oid":"VNIC_STATISTICS"}`,
+		`{"id":1e999,"oid":"VNIC_QUERY_SA","handle":1e0}`,
+		`{"id":1,"ID":2,"oid":"VNIC_STATISTICS","Oid":"VNIC_STATISTICS"}`,
+		`{"id":11,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_ADD_SA","sas":[{"direction":"out","DestAddr":"192.0.2.2","SecAssoc":[{"Spi":4096,"\u017fpi":4097,"EncryptionAlgorithm":{"Identifier":8}}],"KeyData":"00112233445566778899aabbccddeeff01020304","keydata":"ffeeddccbbaa99887766554433221100a0b0c0d0","vnic":{"selectors":[{"dport":1,"DPORT":2}]}}]}`,
+		`{"id":12,"oid":"OID_TCP_TASK_IPSEC_OFFLOAD_V2_DELETE_SA","handles":[-1,1.5,1e2,-0,12.0,18446744073709551616]}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,15 @@ func (s *Server) handle(line []byte) reply {
 	id := env.ID
 	if len(id) == 0 {
 		id = nil
+	}
+	// A request that names its id or its OID twice is refused before
+	// either is used; its id, when that is what it names twice, is not
+	// known.
+	if path, twice := duplicateField(line, reflect.TypeFor[envelope]()); twice {
+		if path == "id" {
+			id = nil
+		}
+		return s.fail(id, givenTwice(path))
 	}
 	var name string
 	if len(env.OID) == 0 || string(env.OID) == "null" {
@@ -118,8 +128,9 @@ func (s *Server) fail(id json.RawMessage, err error) reply {
 const wholeRequest = -1
 
 // decode reads a request's parameters, or its element elem (wholeRequest:
-// the request itself), into v, refusing unknown fields and trailing data.
-// Its errors are *ndis.Error values about that element.
+// the request itself), into v, refusing unknown fields, fields given
+// twice in one object and trailing data. Its errors are *ndis.Error
+// values about that element.
 func decode(data []byte, v any, elem int) error {
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.DisallowUnknownFields()
@@ -128,6 +139,10 @@ func decode(data []byte, v any, elem int) error {
 		err = decodeError(err, elem)
 	} else if rest := bytes.TrimSpace(data[d.InputOffset():]); len(rest) > 0 {
 		err = invalidData("unexpected data after the JSON object at byte %d: send one object per line", d.InputOffset())
+	} else if path, twice := duplicateField(data, reflect.TypeOf(v)); twice {
+		// encoding/json keeps the last of the two: refused instead, so
+		// that a misspelt or doubled field cannot drop a setting.
+		err = givenTwice(path)
 	}
 	if err != nil && elem != wholeRequest {
 		return ndis.AsError(err).At(elem)
@@ -151,9 +166,13 @@ func decodeError(err error, elem int) error {
 	case errors.As(err, &syn):
 		return invalidData("%s is not valid JSON (error at byte %d): send one JSON object per line", subject, syn.Offset)
 	case errors.As(err, &typ):
-		got, _, _ := strings.Cut(typ.Value, " ")
+		got, lit, _ := strings.Cut(typ.Value, " ")
 		if typ.Field == "" {
 			return invalidData("%s is not a JSON object but a JSON %s: send one JSON object per line", subject, got)
+		}
+		if got == "number" && lit != "" {
+			// A number that the field's type cannot hold: said as written.
+			return invalid("field %q: expected %s, got %s", typ.Field, typeWords(typ.Type.String()), numberWords(lit, typ.Type))
 		}
 		return invalid("field %q: expected %s, got a JSON %s", typ.Field, typeWords(typ.Type.String()), got)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -306,7 +325,7 @@ func (s *Server) add(bundles []SA, errs []error) ([]AddResult, []*ndis.Error, nd
 			}
 			results[i] = AddResult{Handle: uint64(r.Handle), Status: ndis.StatusSuccess.String()}
 			c := &cfgs[j]
-			s.log.Info("SA added", "handle", r.Handle, "direction", c.Direction.String(), "spi", fmt.Sprintf("0x%08x", c.SPI),
+			s.log.Debug("SA added", "handle", r.Handle, "direction", c.Direction.String(), "spi", fmt.Sprintf("0x%08x", c.SPI),
 				"mode", c.Mode.String(), "src", addrString(c.Src), "dst", addrString(c.Dst))
 		}
 	}
@@ -320,7 +339,7 @@ func (s *Server) add(bundles []SA, errs []error) ([]AddResult, []*ndis.Error, nd
 		if status == ndis.StatusSuccess {
 			status = e.Status
 		}
-		s.log.Info("SA refused", "element", i, "status", e.Status.String(), "reason", e.Reason)
+		s.log.Debug("SA refused", "element", i, "status", e.Status.String(), "reason", e.Reason)
 	}
 	if added {
 		return results, failed, ndis.StatusSuccess
@@ -355,7 +374,7 @@ func (s *Server) deleteSA(line []byte) (response, bool, error) {
 			}
 		} else {
 			deleted = true
-			s.log.Info("SA deleted", "handle", req.Handles[i])
+			s.log.Debug("SA deleted", "handle", req.Handles[i])
 		}
 		resp.Results[i] = r
 	}
@@ -366,8 +385,27 @@ func (s *Server) deleteSA(line []byte) (response, bool, error) {
 	return resp, false, nil
 }
 
+// updateSARequest and handleRequest are UpdateSARequest and HandleRequest
+// as the server reads them: with the envelope's id, as it is. Request.ID,
+// an any, would take a number as a float64 and refuse one beyond its
+// range (1e999), which is a valid id. (The other handlers read their
+// requests into such structs too.)
+type (
+	updateSARequest struct {
+		envelope
+		Handle                  uint64  `json:"handle"`
+		Operation               uint32  `json:"Operation,omitempty"`
+		Spi                     *uint32 `json:"Spi"`
+		SequenceNumberHighOrder *uint32 `json:"SequenceNumberHighOrder"`
+	}
+	handleRequest struct {
+		envelope
+		Handle uint64 `json:"handle,omitempty"`
+	}
+)
+
 func (s *Server) updateSA(line []byte) (response, bool, error) {
-	var req UpdateSARequest
+	var req updateSARequest
 	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
@@ -389,12 +427,12 @@ func (s *Server) updateSA(line []byte) (response, bool, error) {
 	if err := s.dev.Table().UpdateESN(sadb.Handle(req.Handle), *req.Spi, *req.SequenceNumberHighOrder); err != nil {
 		return nil, false, err
 	}
-	s.log.Info("SA updated", "handle", req.Handle, "seq_high", *req.SequenceNumberHighOrder)
+	s.log.Debug("SA updated", "handle", req.Handle, "seq_high", *req.SequenceNumberHighOrder)
 	return &Header{}, false, nil
 }
 
 func (s *Server) querySA(line []byte) (response, bool, error) {
-	var req HandleRequest
+	var req handleRequest
 	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
@@ -424,7 +462,7 @@ func (s *Server) statistics(line []byte) (response, bool, error) {
 }
 
 func (s *Server) requestDelete(line []byte) (response, bool, error) {
-	var req HandleRequest
+	var req handleRequest
 	if err := decode(line, &req, wholeRequest); err != nil {
 		return nil, false, err
 	}
@@ -434,7 +472,7 @@ func (s *Server) requestDelete(line []byte) (response, bool, error) {
 	if err := s.dev.RequestDelete(sadb.Handle(req.Handle)); err != nil {
 		return nil, false, err
 	}
-	s.log.Info("SA delete requested by operator", "handle", req.Handle)
+	s.log.Debug("SA delete requested by operator", "handle", req.Handle)
 	return &Header{}, false, nil
 }
 

@@ -2,6 +2,7 @@ package oid
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -63,6 +64,12 @@ func (p *IPProto) UnmarshalJSON(b []byte) error {
 	}
 	var n uint8
 	if err := json.Unmarshal(b, &n); err != nil {
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) {
+			if got, lit, _ := strings.Cut(typ.Value, " "); got == "number" && lit != "" {
+				return fmt.Errorf("selector proto: expected a protocol number from 0 to 255 or a name such as \"tcp\", got %s", numberWords(lit, typ.Type))
+			}
+		}
 		return fmt.Errorf("selector proto: expected a protocol number from 0 to 255 or a name such as \"tcp\"")
 	}
 	*p = IPProto(n)

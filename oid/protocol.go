@@ -281,8 +281,9 @@ type SAInfo struct {
 	Packets      uint64     `json:"packets"`
 	Bytes        uint64     `json:"bytes"`
 	// Drops counts dropped packets by counter name; zero counts are left
-	// out.
-	Drops           map[string]uint64 `json:"drops,omitempty"`
+	// out. The server always sends it: {} when the SA has dropped
+	// nothing, never null.
+	Drops           map[string]uint64 `json:"drops"`
 	DeleteRequested bool              `json:"delete_requested"`
 	SoftExpired     bool              `json:"soft_expired"`
 	HardExpired     bool              `json:"hard_expired"`

@@ -64,6 +64,10 @@ type Server struct {
 }
 
 // NewServer returns a server for dev that logs to log (nil: discard).
+// What happens to each request and each SA (added, refused, deleted,
+// updated) is logged at debug level only: a host that churns a thousand
+// SAs a second would otherwise bury the rest of the log. Info and above
+// are for the channel itself (refused connections, accept failures).
 func NewServer(dev Device, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -213,7 +217,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		line, tooLong, rerr = lr.next(line[:0])
 		switch {
 		case tooLong:
-			log.Info("OID channel: request refused", "reason", "line too long")
+			log.Debug("OID channel: request refused", "reason", "line too long")
 			r := s.fail(nil, invalidData("%s", reasonTooLong))
 			if !s.write(c, r.body) {
 				return

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -741,5 +743,143 @@ func TestClientDo(t *testing.T) {
 	cancel()
 	if _, err := c.Stats(cctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled Do: %v", err)
+	}
+}
+
+// TestQuerySADrops checks that "drops" is always a JSON object: {} for an
+// SA that has dropped nothing, as docs/oid-channel.md shows it, never
+// left out or null.
+func TestQuerySADrops(t *testing.T) {
+	ts := startServer(t, 16)
+	c := ts.client(t)
+	res, err := c.AddSA(context.Background(), gcmSA("in", 0x1000, "192.0.2.1", keyBytes(20, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := ts.raw(t)
+	drops := func() any {
+		t.Helper()
+		m := rc.do(fmt.Sprintf(`{"id":1,"oid":"VNIC_QUERY_SA","handle":%d}`, res[0].Handle))
+		sas, _ := m["sas"].([]any)
+		if len(sas) != 1 {
+			t.Fatalf("query: %v", m)
+		}
+		d, ok := sas[0].(map[string]any)["drops"]
+		if !ok {
+			t.Errorf("no \"drops\" in %v", sas[0])
+		}
+		return d
+	}
+	if d := drops(); !reflect.DeepEqual(d, map[string]any{}) {
+		t.Errorf("drops of an SA that dropped nothing = %#v, want {}", d)
+	}
+	ts.dev.table.Get(sadb.Handle(res[0].Handle)).Counters.Drop(sadb.InStateSeqError, 2)
+	if d := drops(); !reflect.DeepEqual(d, map[string]any{"XfrmInStateSeqError": 2.0}) {
+		t.Errorf("drops = %#v, want {\"XfrmInStateSeqError\":2}", d)
+	}
+}
+
+// TestSALogLevels runs SA churn (adds, a refused element, updates,
+// deletes, an operator's delete request, and an over-long line) through
+// a server that logs at info level, then at debug level: at info nothing
+// is logged per SA or per request; at debug each SA's lines are there,
+// with their fields and without keys.
+func TestSALogLevels(t *testing.T) {
+	const batches, perBatch = 10, 10 // SAs added: batches × perBatch
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) {
+			log := &testutil.LockedBuffer{}
+			ts := startServer(t, 1000, func(s *Server) {
+				s.log = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))
+			})
+			rc := ts.raw(t)
+			var handles []uint64
+			var keys [][]byte
+			for b := range batches {
+				req := AddSARequest{Request: Request{ID: b, OID: OIDAddSA}}
+				for i := range perBatch {
+					n := b*perBatch + i
+					k := keyBytes(20, byte(n))
+					keys = append(keys, k)
+					sa := gcmSA("in", uint32(0x1000+n), "192.0.2.1", k)
+					sa.SecAssoc[0].Flags = ndis.FlagESN
+					req.SAs = append(req.SAs, sa)
+				}
+				ah := gcmSA("out", 0x9000, "192.0.2.2", keyBytes(20, 0xee))
+				ah.SecAssoc[0].Operation = 1 // refused
+				req.SAs = append(req.SAs, ah)
+				m := rc.do(mustJSON(t, req))
+				results, _ := m["results"].([]any)
+				for _, r := range results[:perBatch] {
+					h, _ := r.(map[string]any)["handle"].(float64)
+					if h == 0 {
+						t.Fatalf("ADD_SA: %v", m)
+					}
+					handles = append(handles, uint64(h))
+				}
+			}
+			if m := rc.do(fmt.Sprintf(`{"oid":"%s","handle":%d,"Spi":%d,"SequenceNumberHighOrder":1}`, OIDUpdateSA, handles[0], 0x1000)); m["status"] != "NDIS_STATUS_SUCCESS" {
+				t.Fatalf("UPDATE_SA: %v", m)
+			}
+			if m := rc.do(fmt.Sprintf(`{"oid":"VNIC_REQUEST_DELETE","handle":%d}`, handles[1])); m["status"] != "NDIS_STATUS_SUCCESS" {
+				t.Fatalf("VNIC_REQUEST_DELETE: %v", m)
+			}
+			go rc.send(`{"oid":"VNIC_STATISTICS","pad":"` + strings.Repeat("x", MaxRequest) + `"}`)
+			if m := rc.recv(); m["status"] != "NDIS_STATUS_INVALID_DATA" {
+				t.Fatalf("over-long line: %v", m)
+			}
+			for i := 0; i < len(handles); i += perBatch {
+				if m := rc.do(mustJSON(t, DeleteSARequest{Request: Request{OID: OIDDeleteSA}, Handles: handles[i : i+perBatch]})); m["status"] != "NDIS_STATUS_SUCCESS" {
+					t.Fatalf("DELETE_SA: %v", m)
+				}
+			}
+			rc.c.Close()
+			ts.stop() // every connection's lines are written
+
+			out := log.String()
+			for _, k := range keys {
+				if testutil.ContainsKey([]byte(out), k) {
+					t.Fatalf("a key is in the log:\n%s", out)
+				}
+			}
+			if level == slog.LevelInfo {
+				if out != "" {
+					t.Errorf("at info level, SA churn logged:\n%s", out)
+				}
+				return
+			}
+			added := batches * perBatch
+			for _, w := range []struct {
+				msg    string
+				n      int
+				fields []string
+			}{
+				{`msg="SA added"`, added, []string{"handle=", "direction=inbound", "spi=0x0000", "mode=tunnel", "dst=192.0.2.1"}},
+				{`msg="SA refused"`, batches, []string{"element=10", "status=NDIS_STATUS_NOT_SUPPORTED", `reason="SecAssoc[0].Operation 1 (AH)`}},
+				{`msg="SA deleted"`, added, []string{"handle="}},
+				{`msg="SA updated"`, 1, []string{fmt.Sprintf("handle=%d", handles[0]), "seq_high=1"}},
+				{`msg="SA delete requested by operator"`, 1, []string{fmt.Sprintf("handle=%d", handles[1])}},
+				{`msg="OID channel: request refused"`, 1, []string{`reason="line too long"`}},
+			} {
+				n := 0
+				for _, line := range strings.Split(out, "\n") {
+					if !strings.Contains(line, w.msg) {
+						continue
+					}
+					n++
+					if !strings.Contains(line, "level=DEBUG") {
+						t.Errorf("not at debug level: %s", line)
+					}
+					for _, f := range w.fields {
+						if !strings.Contains(line, f) {
+							t.Errorf("%s: no %s in %s", w.msg, f, line)
+						}
+					}
+				}
+				if n != w.n {
+					t.Errorf("%d lines %s at debug level, want %d", n, w.msg, w.n)
+				}
+			}
+		})
 	}
 }
