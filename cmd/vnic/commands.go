@@ -28,6 +28,8 @@ func (c *cli) command(args []string) error {
 		return c.stats(args[1:])
 	case "events":
 		return c.events(args[1:])
+	case "genkey":
+		return c.genkey(args[1:])
 	}
 	return usageErr("unknown command %s", xfrm.QuoteWord(args[0]))
 }

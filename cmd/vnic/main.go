@@ -5,12 +5,14 @@
 //	vnic up [flags]                      run the daemon (vnic up -h)
 //	vnic caps                            OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES
 //	vnic sa add WORDS...                 ADD_SA, in `ip xfrm state add` words
-//	vnic sa del HANDLE...                DELETE_SA
+//	vnic sa del HANDLE... | ID           DELETE_SA (ID: dst ADDR spi SPI ...)
+//	vnic sa flush [dir in|out]           DELETE_SA of every SA (of one direction)
 //	vnic sa update HANDLE seq-hi N       UPDATE_SA
-//	vnic sa list | show HANDLE           the offloaded SAs, keys redacted
+//	vnic sa list | show HANDLE | ID      the offloaded SAs, keys redacted
 //	vnic sa request-delete HANDLE        make the device raise SaDeleteReq
 //	vnic stats [--all]                   global counters
 //	vnic events                          stream the device's events
+//	vnic genkey ALGORITHM [BITS]         a fresh key for sa add
 //	vnic version | --version             the version, commit and Go version
 //
 // Every command but up takes --socket PATH (or --dev NAME for
@@ -39,14 +41,17 @@ commands:
   up [flags]                       run the device daemon (see vnic up -h)
   caps                             show the offload capabilities
   sa add WORDS...                  offload an SA (see vnic sa add -h)
-  sa del HANDLE...                 delete SAs
+  sa del HANDLE... | ID            delete SAs, by handle or by ID: [src ADDR] dst ADDR
+                                   [proto esp] spi SPI [dir in|out], as ip xfrm names them
+  sa flush [dir in|out]            delete every SA, or those of one direction
   sa update HANDLE seq-hi N [spi SPI]
                                    set the ESN high-order bits of an SA
   sa list                          list the SAs, one per line
-  sa show HANDLE                   show one SA in detail
+  sa show HANDLE | ID              show one SA in detail
   sa request-delete HANDLE         make the device ask for the SA's deletion
   stats [--all]                    show the non-zero counters (--all: every one)
   events                           print the device's events until interrupted
+  genkey ALGORITHM [BITS]          print a fresh random key for ALGORITHM (and AES key size)
   version                          print vnic's version, commit and Go version
 
 options (anywhere on the line):

@@ -16,6 +16,7 @@ import (
 	"vnic/ndis"
 	"vnic/oid"
 	"vnic/sadb"
+	"vnic/xfrm"
 )
 
 // testDevice is an oid.Device over a real SA table.
@@ -142,6 +143,10 @@ func TestCLI(t *testing.T) {
 		{args: []string{"--socket", sock, "--bogus", "caps"}, code: 2, err: `unknown option "--bogus"`},
 		{args: []string{"--dev", "nosuch0", "caps"}, code: 1, err: "no vnic daemon at /run/vnic/nosuch0.sock"},
 		{args: []string{"--socket", sock + ".none", "stats"}, code: 1, err: "no vnic daemon at"},
+		{args: []string{"genkey", "rfc4106(gcm(aes))", "256"}, out: []string{"0x"}},
+		{args: []string{"genkey", "twofish"}, code: 1, err: `vnic: genkey: unknown algorithm "twofish"`},
+		{args: []string{"genkey", "cbc(aes)", "lots"}, code: 2, err: `genkey: expected the key size in bits, like 256, got "lots"`},
+		{args: []string{"genkey"}, code: 2, err: "genkey: expected an algorithm"},
 		{args: []string{"help"}, out: []string{"usage: vnic"}},
 		{args: []string{"sa", "add", "-h"}, out: []string{"vnic sa add dir in|out"}},
 		{args: []string{}, code: 2, err: "usage: vnic"},
@@ -219,5 +224,36 @@ func TestOptions(t *testing.T) {
 		if _, _, err := c.options(bad); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
+	}
+}
+
+// TestGenkey: each key is fresh, as long as the algorithm's (salt
+// included), in the 0x form sa add takes, and sa add takes it.
+func TestGenkey(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		n    int
+	}{{[]string{"rfc4106(gcm(aes))"}, 20}, {[]string{"rfc4106(gcm(aes))", "256"}, 36}, {[]string{"cbc(aes)", "192"}, 24}, {[]string{"hmac(sha256)"}, 32}} {
+		var keys []string
+		for range 2 {
+			var out, errs bytes.Buffer
+			if code := run(context.Background(), append([]string{"genkey"}, tc.args...), &out, &errs); code != 0 {
+				t.Fatalf("genkey %v: exit %d, %s", tc.args, code, errs.String())
+			}
+			k := strings.TrimSpace(out.String())
+			if b, err := hex.DecodeString(strings.TrimPrefix(k, "0x")); err != nil || len(b) != tc.n || !strings.HasPrefix(k, "0x") {
+				t.Fatalf("genkey %v printed %q: want 0x and %d bytes in hex", tc.args, k, tc.n)
+			}
+			keys = append(keys, k)
+		}
+		if keys[0] == keys[1] {
+			t.Errorf("genkey %v printed the same key twice", tc.args)
+		}
+	}
+	var out, errs bytes.Buffer
+	run(context.Background(), []string{"genkey", "rfc4106(gcm(aes))"}, &out, &errs)
+	words := []string{"dir", "out", "dst", "192.0.2.2", "spi", "0x1000", "mode", "tunnel", "aead", "rfc4106(gcm(aes))", strings.TrimSpace(out.String()), "128"}
+	if _, _, err := xfrm.ParseState(words); err != nil {
+		t.Errorf("sa add does not take genkey's key: %v", err)
 	}
 }

@@ -90,11 +90,13 @@ _vnic() {
 
 	case ${#words[@]} in
 	0)
-		COMPREPLY=($(compgen -W 'up caps sa stats events version help' -- "$cur"))
+		COMPREPLY=($(compgen -W 'up caps sa stats events genkey version help' -- "$cur"))
 		;;
 	1)
 		[[ ${words[0]} == sa ]] &&
-			COMPREPLY=($(compgen -W 'add del update list show request-delete' -- "$cur"))
+			COMPREPLY=($(compgen -W 'add del flush update list show request-delete' -- "$cur"))
+		[[ ${words[0]} == genkey ]] &&
+			COMPREPLY=($(compgen -W 'rfc4106(gcm(aes)) rfc4543(gcm(aes)) rfc7539esp(chacha20,poly1305) cbc(aes) hmac(sha1) hmac(sha256) hmac(sha384) hmac(sha512)' -- "$cur"))
 		;;
 	*)
 		# sa update HANDLE seq-hi N [spi SPI]
