@@ -372,10 +372,13 @@ func scapyInterop(t *testing.T, c scapyCase, responder string, spi int) {
 		pingOpts = []string{"--tos", fmt.Sprint(ecnECT0)}
 		capture = startPcap(t, a.ns, "vnic0")
 	}
+	// Counted from before the responder listens: an SA idle for a
+	// second, on a loaded machine, may send a keepalive before the
+	// first ping, and the responder counts it.
+	before := counters(t, a)
 	resp := startInNS(t, b.ns, args...)
 	resp.waitLine(t, "ready", 20*time.Second)
 
-	before := counters(t, a)
 	got, pingOut := pingN(t, a, "10.7.0.2", scapyPings, "0.02", pingOpts...)
 	// The responder exits once it has answered them all (and lingered); if
 	// some are missing, SIGTERM makes it print its summary.
