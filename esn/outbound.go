@@ -108,8 +108,19 @@ func (o *Outbound) setLast(seq uint64) {
 	}
 }
 
-// Last returns the last (highest) number handed out, 0 if none.
-func (o *Outbound) Last() uint64 { return o.last.Load() }
+// Last returns the last (highest) number handed out; before the first,
+// the number before the one Next will hand out, as ip xfrm's oseq shows a
+// configured replay-oseq before any packet (0 for a counter that starts
+// at 1, or that was exhausted from the start).
+func (o *Outbound) Last() uint64 {
+	if l := o.last.Load(); l != 0 {
+		return l
+	}
+	if n := o.next.Load(); n != 0 {
+		return n - 1
+	}
+	return 0
+}
 
 // Remaining returns how many numbers are left.
 func (o *Outbound) Remaining() uint64 {

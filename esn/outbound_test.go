@@ -36,8 +36,8 @@ func TestOutboundFirst(t *testing.T) {
 		if o.ESN() != tc.esn {
 			t.Errorf("ESN() = %v, want %v", o.ESN(), tc.esn)
 		}
-		if o.Last() != 0 {
-			t.Errorf("esn=%v first=%d: Last() before Next = %d, want 0", tc.esn, tc.first, o.Last())
+		if o.Last() != tc.want-1 {
+			t.Errorf("esn=%v first=%d: Last() before Next = %d, want %d (the one before the first)", tc.esn, tc.first, o.Last(), tc.want-1)
 		}
 		if got, want := o.Remaining(), LastSeq(tc.esn)-tc.want+1; got != want {
 			t.Errorf("esn=%v first=%d: Remaining() = %d, want %d", tc.esn, tc.first, got, want)
@@ -199,8 +199,8 @@ func TestOutboundSetHigh(t *testing.T) {
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
 				t.Fatalf("SetHigh(%d) = %v, want %v", tc.hi, err, tc.wantErr)
 			}
-			if o.Last() != 0 {
-				t.Errorf("Last() after SetHigh = %d, want 0", o.Last())
+			if o.Last() != tc.next-1 {
+				t.Errorf("Last() after SetHigh = %#x, want %#x (the one before the next)", o.Last(), tc.next-1)
 			}
 			if seq, _, err := o.Next(); seq != tc.next || err != nil {
 				t.Errorf("Next() = %#x, %v; want %#x, nil", seq, err, tc.next)
@@ -429,5 +429,30 @@ func TestOutboundConcurrentWarn(t *testing.T) {
 		if len(slices.Compact(seqs)) != workers*perWorker {
 			t.Fatalf("round %d: duplicate numbers", r)
 		}
+	}
+}
+
+// TestOutboundLastBeforeFirst: before any number is handed out, Last is
+// the one before the first (ip xfrm's replay-oseq as configured), also
+// after UPDATE_SA moved the high-order bits; then the last handed out.
+func TestOutboundLastBeforeFirst(t *testing.T) {
+	o := NewOutbound(true, 17, 0)
+	if got := o.Last(); got != 16 {
+		t.Errorf("Last before the first packet = %d, want 16", got)
+	}
+	if err := o.SetHigh(4); err != nil {
+		t.Fatal(err)
+	}
+	if got := o.Last(); got != 4<<32|16 {
+		t.Errorf("Last after SetHigh(4) = %#x, want %#x", got, uint64(4<<32|16))
+	}
+	if seq, _, _ := o.Next(); seq != 4<<32|17 || o.Last() != seq {
+		t.Errorf("Next = %#x, Last %#x", seq, o.Last())
+	}
+	if got := NewOutbound(false, 0, 0).Last(); got != 0 {
+		t.Errorf("Last of a fresh counter from 1 = %d, want 0", got)
+	}
+	if got := NewOutbound(false, 1<<32, 0).Last(); got != 0 {
+		t.Errorf("Last of a counter exhausted from the start = %d, want 0", got)
 	}
 }

@@ -269,8 +269,10 @@ type SAInfo struct {
 	Encryption     *AlgorithmUsed `json:"encryption,omitempty"`
 	Authentication *AlgorithmUsed `json:"authentication,omitempty"`
 	ESN            bool           `json:"esn"`
-	// Seq is, outbound, the last sequence number sent (0 if none) and,
-	// inbound, the highest one accepted; SeqHigh is its top 32 bits.
+	// Seq is, outbound, the last sequence number sent (before the first
+	// packet, the one before the first it will send: ip xfrm's
+	// replay-oseq as configured) and, inbound, the highest one
+	// accepted; SeqHigh is its top 32 bits.
 	Seq     uint64 `json:"seq"`
 	SeqHigh uint32 `json:"seq_high"`
 	// ReplayWindow is the inbound window in packets (0: off).

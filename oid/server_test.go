@@ -383,7 +383,7 @@ func TestQuerySA(t *testing.T) {
 		o.Encapsulation != "espinudp" || o.UDP.SPort != 4500 || o.UDP.DPort != 4501 || o.Encryption == nil ||
 		o.Encryption.Name != "rfc4106(gcm(aes))" || o.Encryption.NDIS != "IPSEC_OFFLOAD_V2_ENCRYPTION_AES_GCM_128" ||
 		o.Encryption.Key != "[redacted 160 bits]" || o.Encryption.ICVBits != 128 || o.Authentication != nil ||
-		o.Seq != 0 || o.Lifetime.HardBytes != 2000 || o.Lifetime.HardSeconds != 60 || o.Pair != i.Handle ||
+		o.Seq != 99 /* initial_seq 100: 99 "sent" before the first packet, as ip xfrm's oseq shows replay-oseq */ || o.Lifetime.HardBytes != 2000 || o.Lifetime.HardSeconds != 60 || o.Pair != i.Handle ||
 		len(o.Selectors) != 1 || o.Selectors[0].Src != "10.0.0.0/24" || o.Selectors[0].Proto != 6 || o.Selectors[0].DPort != 443 {
 		t.Errorf("outbound SA: %+v", o)
 	}
