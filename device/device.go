@@ -138,6 +138,8 @@ func newDevice(cfg Config, log *slog.Logger) *Device {
 		errSeen: map[errKey]*errState{}, work: make(chan cryptoRange, 4*cfg.CryptoWorkers)}
 	d.timers.epoch = time.Now()
 	cfg.Table.OnAdd = d.saAdded
+	cfg.Table.OnDelete = d.saDeleted
+	cfg.Table.OnUpdate = d.saUpdated
 	d.table = sadb.New(cfg.Table)
 	return d
 }

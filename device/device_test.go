@@ -198,12 +198,60 @@ func TestLinkScopedCountedApart(t *testing.T) {
 	}
 }
 
+// TestSALifecycleEvents: ADD_SA, UPDATE_SA, SaDeleteReq and DELETE_SA each
+// raise an event naming the SA by handle, direction, SPI, endpoints, mode
+// and pair, as ip xfrm monitor does, so that a log reader can tell which
+// tunnel an event was about once the SA is gone.
+func TestSALifecycleEvents(t *testing.T) {
+	p := newPeer()
+	sub := p.bus.Subscribe()
+	defer sub.Close()
+	spec := gcm128()
+	spec.ESN = true
+	out := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x5000, Algo: spec, Direction: sadb.Outbound}
+	in := sadb.Config{Mode: sadb.Transport, Src: v6b, SPI: 0x5001, Algo: spec, Direction: sadb.Inbound, ReplayWindow: 64}
+	hs := mustAdd(t, p.table, out)
+	in.Pair = hs[0]
+	hs = append(hs, mustAdd(t, p.table, in)...)
+	if err := p.table.UpdateESN(hs[0], 0x5000, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.dev.RequestDelete(hs[1]); err != nil {
+		t.Fatal(err)
+	}
+	p.table.Delete(hs)
+	type ev struct {
+		typ                 event.Type
+		h, pair             sadb.Handle
+		dir, src, dst, mode string
+		spi, seqHigh        uint32
+	}
+	want := []ev{
+		{event.SaAdded, hs[0], 0, "outbound", "192.0.2.1", "192.0.2.2", "tunnel", 0x5000, 0},
+		{event.SaAdded, hs[1], hs[0], "inbound", "2001:db8::2", "any", "transport", 0x5001, 0},
+		{event.SaUpdated, hs[0], hs[1], "outbound", "192.0.2.1", "192.0.2.2", "tunnel", 0x5000, 7},
+		{event.SaDeleteReq, hs[1], hs[0], "inbound", "2001:db8::2", "any", "transport", 0x5001, 0},
+		{event.SaDeleted, hs[0], hs[1], "outbound", "192.0.2.1", "192.0.2.2", "tunnel", 0x5000, 0},
+		{event.SaDeleted, hs[1], hs[0], "inbound", "2001:db8::2", "any", "transport", 0x5001, 0},
+	}
+	for i, w := range want {
+		select {
+		case e := <-sub.C:
+			got := ev{e.Type, e.Handle, e.Pair, e.Direction, e.Src, e.Dst, e.Mode, e.SPI, e.SeqHigh}
+			if got != w {
+				t.Errorf("event %d: %+v\n want %+v", i, got, w)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("event %d (%v) did not come", i, w.typ)
+		}
+	}
+}
+
 func TestDeviceCryptoErrorsCountedAndReported(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeer(), newPeer()
-	sub := b.bus.Subscribe()
-	defer sub.Close()
+	sub := packetEvents(t, b.bus)
 	w, _, hi := link(t, ctx, a, b, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})
 	w.tamper = func(p []byte) { p[len(p)-1] ^= 1 }
 	for range 3 {
@@ -218,7 +266,7 @@ func TestDeviceCryptoErrorsCountedAndReported(t *testing.T) {
 		t.Errorf("per-SA drops %d", got)
 	}
 	select {
-	case e := <-sub.C:
+	case e := <-sub:
 		if e.Type != event.CryptoError || e.Handle != hi || e.CryptoStatus != "CRYPTO_TUNNEL_ESP_AUTH_FAILED" || e.Counter != "XfrmInStateProtoError" {
 			t.Errorf("event %+v", e)
 		}
@@ -226,7 +274,7 @@ func TestDeviceCryptoErrorsCountedAndReported(t *testing.T) {
 		t.Fatal("no CryptoError event")
 	}
 	select {
-	case e := <-sub.C:
+	case e := <-sub:
 		t.Errorf("a second event within the rate-limit interval: %+v", e)
 	default:
 	}
@@ -244,8 +292,7 @@ func TestDeviceCryptoErrorBurstReported(t *testing.T) {
 	defer cancel()
 	a, b := newPeer(), newPeer()
 	b.setDevice(newDevice(Config{Table: sadb.TableConfig{Capacity: 16}, CryptoEventInterval: interval}, quiet))
-	sub := b.bus.Subscribe()
-	defer sub.Close()
+	sub := packetEvents(t, b.bus)
 	w, _, hi := link(t, ctx, a, b, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})
 	w.tamper = func(p []byte) { p[len(p)-1] ^= 1 }
 
@@ -259,7 +306,7 @@ func TestDeviceCryptoErrorBurstReported(t *testing.T) {
 		deadline := time.After(10 * time.Second)
 		for sum < want {
 			select {
-			case e := <-sub.C:
+			case e := <-sub:
 				if e.Type != event.CryptoError || e.Handle != hi || e.Direction != "inbound" || e.SPI != 0x4000 ||
 					e.CryptoStatus != "CRYPTO_TUNNEL_ESP_AUTH_FAILED" || e.Counter != "XfrmInStateProtoError" ||
 					e.Reason != "ESP integrity check failed" || e.Count == 0 {
@@ -295,7 +342,7 @@ func TestDeviceCryptoErrorBurstReported(t *testing.T) {
 	collect(burst1 + burst2)
 	// Nothing is left to report.
 	select {
-	case e := <-sub.C:
+	case e := <-sub:
 		t.Errorf("an event beyond the %d failed packets: %+v", burst1+burst2, e)
 	case <-time.After(2 * interval):
 	}
@@ -308,8 +355,7 @@ func TestDeviceDeleteRequestKeepsSA(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := newPeerTable(sadb.TableConfig{Capacity: 16, WarnAt: 2}), newPeer()
-	sub := a.bus.Subscribe()
-	defer sub.Close()
+	sub := packetEvents(t, a.bus)
 	// A's inbound SA (from B) paired with A's outbound SA.
 	cfg := sadb.Config{Mode: sadb.Tunnel, Src: v4b, Dst: v4a, SPI: 0x5000, Algo: gcm128(), Direction: sadb.Inbound, ReplayWindow: 64}
 	hin := mustAdd(t, a.table, cfg)[0]
@@ -321,7 +367,7 @@ func TestDeviceDeleteRequestKeepsSA(t *testing.T) {
 		_ = i
 	}
 	select {
-	case e := <-sub.C:
+	case e := <-sub:
 		if e.Type != event.SaDeleteReq || e.Handle != hin || e.Pair != hout {
 			t.Fatalf("event %+v, want SaDeleteReq for inbound %d paired with %d", e, hin, hout)
 		}
@@ -342,8 +388,7 @@ func TestDeviceDeleteRequestKeepsSA(t *testing.T) {
 // SaDeleteReq events are the ones docs/oid-channel.md quotes.
 func TestDeviceEventReasons(t *testing.T) {
 	p := newPeer()
-	sub := p.bus.Subscribe()
-	defer sub.Close()
+	sub := packetEvents(t, p.bus)
 	h := mustAdd(t, p.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x4000, Algo: gcm128()})[0]
 	sa := p.table.Get(h)
 	p.dev.publish(sa, offload.EventSoftLifetime|offload.EventHardLifetime|offload.EventSeqNearExhaustion)
@@ -365,7 +410,7 @@ func TestDeviceEventReasons(t *testing.T) {
 	}
 	for _, w := range want {
 		select {
-		case e := <-sub.C:
+		case e := <-sub:
 			if e.Type != w.typ || e.Reason != w.reason || e.Handle != h && e.Handle != in.Handle {
 				t.Errorf("event %+v, want %s with reason %q", e, w.typ, w.reason)
 			}

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"net/netip"
 	"time"
 
 	"vnic/event"
@@ -23,11 +24,10 @@ type errState struct {
 	// armed says it is set to fire.
 	flush *time.Timer
 	armed bool
-	// The SA's and the latest error's fields of the event (the SA itself
-	// is not kept: a deleted one must be let go).
-	dir string
-	spi uint32
-	oe  *offload.Error
+	// The SA's fields of the event (the SA itself is not kept: a deleted
+	// one must be let go) and the latest error.
+	sa event.Event
+	oe *offload.Error
 }
 
 // cryptoEvent publishes a CryptoError event, at most one per SA and
@@ -41,7 +41,7 @@ func (d *Device) cryptoEvent(sa *sadb.SA, oe *offload.Error) {
 	d.errMu.Lock()
 	st := d.errSeen[k]
 	if st == nil {
-		st = &errState{dir: sa.Config.Direction.String(), spi: sa.Config.SPI}
+		st = &errState{sa: d.saEvent(event.CryptoError, sa)}
 		d.errSeen[k] = st
 	}
 	st.pending++
@@ -68,7 +68,7 @@ func (d *Device) dueCryptoEvent(k errKey, st *errState, now time.Time) (event.Ev
 		}
 		return event.Event{}, false
 	}
-	return st.take(k.h, now), true
+	return st.take(now), true
 }
 
 // flushCryptoEvent is st's timer: it reports the errors still pending once
@@ -91,16 +91,64 @@ func (d *Device) flushCryptoEvent(k errKey, st *errState) {
 
 // take returns the event reporting st's pending errors, sent at now, and
 // starts a new interval. Device.errMu must be held.
-func (st *errState) take(h sadb.Handle, now time.Time) event.Event {
-	ev := event.Event{Type: event.CryptoError, Time: now, Handle: h, Direction: st.dir, SPI: st.spi,
-		Reason: st.oe.Error(), CryptoStatus: st.oe.Crypto.String(), Counter: st.oe.Reason.String(), Count: st.pending}
+func (st *errState) take(now time.Time) event.Event {
+	ev := st.sa
+	ev.Time, ev.Reason, ev.CryptoStatus, ev.Counter, ev.Count = now, st.oe.Error(), st.oe.Crypto.String(), st.oe.Reason.String(), st.pending
 	st.pending, st.last = 0, now
 	return ev
 }
 
+// saEvent returns an event of type t about sa: its handle, pair,
+// direction, SPI, endpoints and mode.
+func (d *Device) saEvent(t event.Type, sa *sadb.SA) event.Event {
+	c := &sa.Config
+	e := event.Event{Type: t, Handle: sa.Handle, Direction: c.Direction.String(), SPI: c.SPI,
+		Src: addrWord(c.Src), Dst: addrWord(c.Dst), Mode: c.Mode.String()}
+	if tw := d.table.Paired(sa); tw != nil {
+		e.Pair = tw.Handle
+	}
+	return e
+}
+
+// addrWord is an SA endpoint in an event: "any" for the wildcard.
+func addrWord(a netip.Addr) string {
+	if !a.IsValid() || a.IsUnspecified() {
+		return "any"
+	}
+	return a.String()
+}
+
+// saAdded, saDeleted and saUpdated are the table's hooks: the SA's life
+// as events (and the timers' part, for new SAs).
+func (d *Device) saAdded(sas []*sadb.SA) {
+	d.timersAdded(sas)
+	for _, sa := range sas {
+		d.bus.Publish(d.saEvent(event.SaAdded, sa))
+	}
+}
+
+func (d *Device) saDeleted(sas []*sadb.SA) {
+	for _, sa := range sas {
+		e := d.saEvent(event.SaDeleted, sa)
+		e.Reason = "deleted by the host (DELETE_SA)"
+		d.bus.Publish(e)
+	}
+}
+
+func (d *Device) saUpdated(sa *sadb.SA) {
+	e := d.saEvent(event.SaUpdated, sa)
+	if sa.Out != nil {
+		e.SeqHigh = uint32(sa.Out.Last() >> 32)
+	} else if sa.In != nil {
+		e.SeqHigh = uint32(sa.In.Top() >> 32)
+	}
+	e.Reason = "ESN high-order bits set by the host (UPDATE_SA)"
+	d.bus.Publish(e)
+}
+
 // publish turns a packet's events into OID-channel events.
 func (d *Device) publish(sa *sadb.SA, ev offload.Event) {
-	base := event.Event{Handle: sa.Handle, Direction: sa.Config.Direction.String(), SPI: sa.Config.SPI}
+	base := d.saEvent("", sa)
 	if ev&offload.EventSoftLifetime != 0 {
 		x := base
 		x.Type, x.Reason = event.SoftLifetime, "soft lifetime reached: rekey now"
@@ -135,18 +183,16 @@ func (d *Device) requestDeleteSA(sa *sadb.SA, reason string) {
 	if sa.Config.Direction == sadb.Outbound {
 		in, out = out, sa
 	}
-	x := event.Event{Type: event.SaDeleteReq, Reason: reason}
-	if in != nil {
-		in.DeleteRequested.Store(true)
-		x.Handle, x.Direction, x.SPI = in.Handle, in.Config.Direction.String(), in.Config.SPI
+	named := in // the event names the inbound SA, with its pair
+	if named == nil {
+		named = out
 	}
-	if out != nil {
-		out.DeleteRequested.Store(true)
-		if in == nil {
-			x.Handle, x.Direction, x.SPI = out.Handle, out.Config.Direction.String(), out.Config.SPI
-		} else {
-			x.Pair = out.Handle
+	for _, x := range []*sadb.SA{in, out} {
+		if x != nil {
+			x.DeleteRequested.Store(true)
 		}
 	}
+	x := d.saEvent(event.SaDeleteReq, named)
+	x.Reason = reason
 	d.bus.Publish(x)
 }

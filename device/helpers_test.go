@@ -4,7 +4,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"testing"
 
+	"vnic/event"
 	"vnic/internal/packettest"
 	"vnic/offload"
 	"vnic/underlay"
@@ -41,4 +43,24 @@ func received(p *underlay.Packet) *underlay.Packet {
 // buf.
 func receivedJob(buf []byte, j offload.EncapJob) *underlay.Packet {
 	return received(&underlay.Packet{Buf: buf, Start: j.Start, End: j.End, Outer: j.Outer})
+}
+
+// packetEvents subscribes to bus for the test and returns its events but
+// those of the SA lifecycle (SaAdded, SaDeleted, SaUpdated), which every
+// test that adds SAs causes: the events that packets and timers raise.
+func packetEvents(t *testing.T, bus *event.Bus) <-chan event.Event {
+	sub := bus.Subscribe()
+	t.Cleanup(sub.Close)
+	c := make(chan event.Event, 1024)
+	go func() {
+		defer close(c)
+		for e := range sub.C {
+			switch e.Type {
+			case event.SaAdded, event.SaDeleted, event.SaUpdated:
+				continue
+			}
+			c <- e
+		}
+	}()
+	return c
 }

@@ -67,8 +67,8 @@ func (q *deadlineHeap) Pop() any {
 	return x
 }
 
-// saAdded is the table's OnAdd: it hands new SAs to the next tick.
-func (d *Device) saAdded(sas []*sadb.SA) {
+// timersAdded hands new SAs to the next tick (the table's OnAdd calls it).
+func (d *Device) timersAdded(sas []*sadb.SA) {
 	d.timers.mu.Lock()
 	d.timers.added = append(d.timers.added, sas...)
 	d.timers.mu.Unlock()

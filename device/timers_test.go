@@ -95,8 +95,6 @@ func TestNATKeepalives(t *testing.T) {
 // never on the heap nor among the keepalive SAs.
 func TestTimeLifetimes(t *testing.T) {
 	e := newDevice(Config{Table: sadb.TableConfig{Capacity: 2000}}, quiet)
-	sub := e.bus.Subscribe()
-	defer sub.Close()
 	lt := sadb.Lifetime{SoftAdd: 10 * time.Second, HardAdd: 20 * time.Second}
 	timed := sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x800, Algo: gcm128(), Direction: sadb.Outbound,
 		Lifetime: lt}
@@ -110,6 +108,10 @@ func TestTimeLifetimes(t *testing.T) {
 	}
 	mustAdd(t, e.table, plain...)
 	e.table.Delete([]sadb.Handle{hs[1]})
+	// Subscribed once the SAs are in place: only the timers' events
+	// follow, each published before tick returns.
+	sub := e.bus.Subscribe()
+	t.Cleanup(sub.Close)
 	t0 := e.table.Get(hs[0]).Added()
 	w := &sentWire{}
 

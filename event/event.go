@@ -34,6 +34,12 @@ const (
 	// previous one; those of the interval after an event are reported when
 	// it ends, even if no further packet fails).
 	CryptoError Type = "CryptoError"
+	// SaAdded, SaDeleted and SaUpdated follow an SA's life through
+	// ADD_SA, DELETE_SA and UPDATE_SA, as ip xfrm monitor shows the
+	// kernel's (SaUpdated carries the new ESN high-order bits).
+	SaAdded   Type = "SaAdded"
+	SaDeleted Type = "SaDeleted"
+	SaUpdated Type = "SaUpdated"
 )
 
 // Event is one notification.
@@ -44,6 +50,12 @@ type Event struct {
 	Pair      sadb.Handle `json:"pair,omitempty"`
 	Direction string      `json:"direction,omitempty"`
 	SPI       uint32      `json:"spi,omitempty"`
+	// Src, Dst and Mode are the SA's endpoints ("any" for the wildcard)
+	// and mode, so that an event says which tunnel it is about even
+	// once the SA is gone.
+	Src  string `json:"src,omitempty"`
+	Dst  string `json:"dst,omitempty"`
+	Mode string `json:"mode,omitempty"`
 	// Reason says why, in words (for SaDeleteReq: "outbound sequence
 	// numbers near exhaustion", "the peer's sequence numbers near
 	// exhaustion", "hard lifetime reached", "operator request").

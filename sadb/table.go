@@ -102,6 +102,12 @@ type TableConfig struct {
 	// from it. It runs under the table's write lock, so it must return
 	// quickly and not call the table's writers; sas is the callee's.
 	OnAdd func(sas []*SA)
+	// OnDelete, when set, is called after each DELETE_SA that deleted
+	// SAs, with them, once lookups no longer find them and while they
+	// are still paired; OnUpdate after each UPDATE_SA that changed an
+	// SA. Both run under the table's write lock, as OnAdd does.
+	OnDelete func(sas []*SA)
+	OnUpdate func(sa *SA)
 }
 
 // Table is the SA database of one device; create it with New. Its methods
@@ -380,6 +386,9 @@ func (t *Table) Delete(handles []Handle) []error {
 	}
 	if len(gone) > 0 {
 		t.commit(x)
+		if t.cfg.OnDelete != nil {
+			t.cfg.OnDelete(gone)
+		}
 	}
 	for _, sa := range gone {
 		if tw := sa.pair.Swap(nil); tw != nil {
@@ -422,6 +431,7 @@ func (t *Table) UpdateESN(h Handle, spi uint32, seqHigh uint32) error {
 		err := sa.Out.SetHigh(seqHigh)
 		switch {
 		case err == nil:
+			t.updated(sa)
 			return nil
 		case errors.Is(err, esn.ErrBackwards):
 			// The next number is LastSeq(true)-Remaining()+1, which
@@ -441,7 +451,15 @@ func (t *Table) UpdateESN(h Handle, spi uint32, seqHigh uint32) error {
 			return invalid("SA %d: %v", h, err)
 		}
 	}
+	t.updated(sa)
 	return nil
+}
+
+// updated calls OnUpdate, if set, for sa.
+func (t *Table) updated(sa *SA) {
+	if t.cfg.OnUpdate != nil {
+		t.cfg.OnUpdate(sa)
+	}
 }
 
 // Get returns the SA with handle h, or nil. Lock-free.

@@ -369,6 +369,12 @@ func printEvent(w io.Writer, m *oid.EventMessage) {
 	if e.SPI != 0 {
 		fmt.Fprintf(&b, " spi 0x%08x", e.SPI)
 	}
+	if e.Src != "" || e.Dst != "" {
+		fmt.Fprintf(&b, " %s -> %s", anyIfEmpty(e.Src), anyIfEmpty(e.Dst))
+	}
+	if e.Mode != "" {
+		fmt.Fprintf(&b, " %s", e.Mode)
+	}
 	if e.Pair != 0 {
 		fmt.Fprintf(&b, " pair %d", e.Pair)
 	}
