@@ -108,6 +108,10 @@ type Device struct {
 	bind  Bind
 
 	drops  [sadb.NumReasons]atomic.Uint64
+	// dropLogs rate-limits the debug lines about drops, per counter, to
+	// one per dropLogEvery (a test shortens it).
+	dropLogs     [sadb.NumReasons]dropLog
+	dropLogEvery time.Duration
 	crypto [ndis.CryptoInvalidProtocol + 1]atomic.Uint64
 	counts [numCounts]atomic.Uint64
 
@@ -137,6 +141,7 @@ func newDevice(cfg Config, log *slog.Logger) *Device {
 	d := &Device{cfg: cfg, log: log, bus: &event.Bus{}, gen: newGeneration(),
 		errSeen: map[errKey]*errState{}, work: make(chan cryptoRange, 4*cfg.CryptoWorkers)}
 	d.timers.epoch = time.Now()
+	d.dropLogEvery = dropLogEvery
 	cfg.Table.OnAdd = d.saAdded
 	cfg.Table.OnDelete = d.saDeleted
 	cfg.Table.OnUpdate = d.saUpdated

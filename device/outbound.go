@@ -142,16 +142,16 @@ func (b *outBatch) crypt(lo, hi int) {
 func (d *Device) outbound(b *outBatch, buf []byte, start, end int) {
 	f, ok := offload.FlowOf(buf[start:end])
 	if !ok {
-		d.drop(nil, offload.ErrBadPlaintext)
+		d.drop(nil, offload.ErrBadPlaintext, outPacket(f))
 		return
 	}
 	sa := d.table.LookupOutbound(f)
 	if sa == nil {
 		if offload.LinkScoped(f.Dst) {
-			d.drop(nil, offload.ErrLinkLocal)
+			d.drop(nil, offload.ErrLinkLocal, outPacket(f))
 			return
 		}
-		d.drop(nil, offload.ErrNoOutSA)
+		d.drop(nil, offload.ErrNoOutSA, outPacket(f))
 		return
 	}
 	if sa.Config.Mode == sadb.Transport && ipfrag.IsFragment(buf[start:end]) {
@@ -163,16 +163,16 @@ func (d *Device) outbound(b *outBatch, buf []byte, start, end int) {
 		// another SA than its fragment did.
 		buf, start, end = dg.Buf, dg.Start, dg.End
 		if f, ok = offload.FlowOf(buf[start:end]); !ok {
-			d.drop(sa, offload.ErrBadPlaintext)
+			d.drop(sa, offload.ErrBadPlaintext, outPacket(f))
 			return
 		}
 		if sa = d.table.LookupOutbound(f); sa == nil {
-			d.drop(nil, offload.ErrNoOutSA)
+			d.drop(nil, offload.ErrNoOutSA, outPacket(f))
 			return
 		}
 	}
 	j, ev, err := offload.EncapBegin(sa, buf, start, end)
-	if _, ok := d.settle(sa, j.Span, ev, err); ok {
+	if _, ok := d.settle(sa, j.Span, ev, err, outPacket(f)); ok {
 		b.jobs = append(b.jobs, j)
 		b.bufs = append(b.bufs, buf)
 		b.sizes = append(b.sizes, end-start)

@@ -3,8 +3,12 @@ package device
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
+	"vnic/header"
 	"vnic/ndis"
 	"vnic/offload"
 	"vnic/sadb"
@@ -50,17 +54,72 @@ func (d *Device) Stats() map[string]uint64 {
 	return m
 }
 
-// settle publishes what processing a packet with sa made happen and counts
-// the packet if it was dropped.
-func (d *Device) settle(sa *sadb.SA, sp offload.Span, ev offload.Event, err error) (offload.Span, bool) {
+// settle publishes what processing the packet pk with sa made happen and
+// counts the packet if it was dropped.
+func (d *Device) settle(sa *sadb.SA, sp offload.Span, ev offload.Event, err error, pk dropped) (offload.Span, bool) {
 	if ev != 0 {
 		d.publish(sa, ev)
 	}
 	if err != nil {
-		d.drop(sa, err)
+		d.drop(sa, err, pk)
 		return offload.Span{}, false
 	}
 	return sp, true
+}
+
+// dropped says which packet a drop was, for the debug log: an outbound
+// packet by its plaintext flow, an inbound one by its outer header and
+// SPI. Building one costs nothing: it is read only when the log is.
+type dropped struct {
+	out   bool
+	flow  sadb.Flow     // outbound
+	outer *header.Outer // inbound; nil when not known
+	spi   uint32
+}
+
+// outPacket and inPacketOf name a dropped packet.
+func outPacket(f sadb.Flow) dropped { return dropped{out: true, flow: f} }
+
+func inPacketOf(h *offload.Header) dropped { return dropped{outer: &h.Outer, spi: h.SPI} }
+
+// dropLogEvery is the least time between two debug lines about drops of
+// one counter; the drops in between are counted in the next line.
+const dropLogEvery = time.Second
+
+// dropLog is the rate limit of one counter's debug lines.
+type dropLog struct {
+	last    atomic.Int64 // when the last line went, in Unix nanoseconds
+	skipped atomic.Uint64
+}
+
+// logDropped logs, at debug, a dropped packet with its flow and why, at
+// most one line per counter per d.dropLogEvery; a line says how many
+// drops of its counter went unlogged since the one before.
+func (d *Device) logDropped(sa *sadb.SA, oe *offload.Error, pk dropped) {
+	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	l := &d.dropLogs[oe.Reason]
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if now-last < int64(d.dropLogEvery) || !l.last.CompareAndSwap(last, now) {
+		l.skipped.Add(1)
+		return
+	}
+	args := []any{"counter", oe.Reason.String(), "reason", oe.Error(), "unlogged_since_last", l.skipped.Swap(0)}
+	if pk.out {
+		f := pk.flow
+		args = append(args, "dir", "out", "src", f.Src, "dst", f.Dst, "proto", f.Proto, "sport", f.SrcPort, "dport", f.DstPort)
+	} else if o := pk.outer; o != nil {
+		args = append(args, "dir", "in", "src", o.Src, "dst", o.Dst, "spi", fmt.Sprintf("0x%08x", pk.spi))
+		if o.UDP {
+			args = append(args, "sport", o.SrcPort, "dport", o.DstPort)
+		}
+	}
+	if sa != nil {
+		args = append(args, "sa", sa.Handle)
+	}
+	d.log.Debug("packet dropped", args...)
 }
 
 // dropN counts n packets dropped for a reason that is not an SA's.
@@ -87,8 +146,9 @@ func (d *Device) logDrop(sa *sadb.SA, oe *offload.Error, n uint64) {
 		"sa", sa.Handle, "spi", sa.Config.SPI, "dst", sa.Config.Dst)
 }
 
-// drop counts a dropped packet under its reason, globally and on its SA.
-func (d *Device) drop(sa *sadb.SA, err error) {
+// drop counts the dropped packet pk under its reason, globally and on its
+// SA, and logs it at debug (rate-limited).
+func (d *Device) drop(sa *sadb.SA, err error, pk dropped) {
 	var oe *offload.Error
 	if !errors.As(err, &oe) {
 		oe = offload.ErrMalformed
@@ -102,8 +162,6 @@ func (d *Device) drop(sa *sadb.SA, err error) {
 		if oe.Reason < sadb.OutError && oe != offload.ErrDummy {
 			d.cryptoEvent(sa, oe)
 		}
-		if oe == offload.ErrTooBig {
-			d.logDrop(sa, oe, 1)
-		}
 	}
+	d.logDropped(sa, oe, pk)
 }

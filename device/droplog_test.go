@@ -1,0 +1,81 @@
+package device
+
+import (
+	"bytes"
+	"encoding/binary"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"vnic/header"
+	"vnic/internal/testutil"
+	"vnic/sadb"
+	"vnic/underlay"
+)
+
+// TestDropLog: drops are logged at debug with the packet's flow and why,
+// at most one line per counter per interval, the next line saying how
+// many went unlogged; at info, nothing.
+func TestDropLog(t *testing.T) {
+	var logBuf testutil.LockedBuffer
+	d := newDevice(Config{Table: sadb.TableConfig{Capacity: 4}},
+		slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	d.dropLogEvery = 100 * time.Millisecond
+	pkt := make([]byte, 200)
+	end := udpPacket(pkt, 0, netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.3.0.1"), 5000, 53, 20)
+	b := &outBatch{}
+	for range 100 {
+		d.outbound(b, pkt, 0, end) // no SA
+	}
+	lines := func() []string {
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(logBuf.String()), "\n") {
+			if strings.Contains(l, "packet dropped") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	got := lines()
+	if len(got) != 1 {
+		t.Fatalf("%d lines for 100 drops within the interval, want 1:\n%s", len(got), logBuf.String())
+	}
+	for _, w := range []string{"level=DEBUG", "counter=XfrmOutNoStates", "dir=out", "src=10.1.0.1", "dst=10.3.0.1",
+		"proto=17", "sport=5000", "dport=53", "unlogged_since_last=0"} {
+		if !strings.Contains(got[0], w) {
+			t.Errorf("line lacks %s: %s", w, got[0])
+		}
+	}
+	time.Sleep(d.dropLogEvery)
+	d.outbound(b, pkt, 0, end)
+	if got = lines(); len(got) != 2 || !strings.Contains(got[1], "unlogged_since_last=99") {
+		t.Errorf("after the interval: %q, want a second line counting 99 unlogged drops", got)
+	}
+
+	// Inbound: by the outer header and SPI.
+	rx := d.newReceiver(nullTUN{})
+	defer rx.close()
+	esp := make([]byte, 64)
+	binary.BigEndian.PutUint32(esp, 0xabcd)
+	rx.add(received(&underlay.Packet{Buf: esp, Start: 0, End: len(esp),
+		Outer: header.Outer{Src: v4a, Dst: v4b, UDP: true, SrcPort: 31000, DstPort: 4500}}))
+	rx.flush()
+	if got = lines(); len(got) != 3 {
+		t.Fatalf("no line for an inbound drop: %q", got)
+	}
+	for _, w := range []string{"counter=XfrmInNoStates", "dir=in", "src=192.0.2.1", "dst=192.0.2.2", "spi=0x0000abcd", "sport=31000", "dport=4500"} {
+		if !strings.Contains(got[2], w) {
+			t.Errorf("inbound line lacks %s: %s", w, got[2])
+		}
+	}
+
+	// At info, the drops are counted and not logged.
+	var infoBuf bytes.Buffer
+	q := newDevice(Config{Table: sadb.TableConfig{Capacity: 4}}, slog.New(slog.NewTextHandler(&infoBuf, nil)))
+	q.outbound(b, pkt, 0, end)
+	if infoBuf.Len() != 0 || q.Stats()["XfrmOutNoStates"] != 1 {
+		t.Errorf("at info: log %q, XfrmOutNoStates %d", infoBuf.String(), q.Stats()["XfrmOutNoStates"])
+	}
+}
