@@ -58,7 +58,7 @@ func (r *receiver) add(p *underlay.Packet) {
 	buf := p.Buf
 	h, kind, err := offload.Parse(buf, p.Start, p.End, &p.Outer)
 	if err != nil {
-		d.drop(nil, err, dropped{outer: &p.Outer})
+		d.drop(nil, err, inPacketOf(&p.Outer, 0))
 		return
 	}
 	switch kind {
@@ -72,14 +72,14 @@ func (r *receiver) add(p *underlay.Packet) {
 	sa := d.table.LookupInbound(h.SPI, h.Dst)
 	if sa == nil {
 		if !d.cfg.PassUnknownSPI {
-			d.drop(nil, offload.ErrNoSA, inPacketOf(&h))
+			d.drop(nil, offload.ErrNoSA, inPacketOf(&h.Outer, h.SPI))
 			return
 		}
 		// The host gets the packet as it came: its outer headers
 		// written back in front of it, with valid checksums (the
 		// kernel drops a packet without).
 		if h.ESP < h.Size()+tunOffset {
-			d.drop(nil, offload.ErrNoRoomIn, inPacketOf(&h))
+			d.drop(nil, offload.ErrNoRoomIn, inPacketOf(&h.Outer, h.SPI))
 			return
 		}
 		d.counts[cntPassedUp].Add(1)
@@ -89,7 +89,7 @@ func (r *receiver) add(p *underlay.Packet) {
 	}
 	seq, err := offload.DecapBegin(sa, &h, buf)
 	if err != nil {
-		d.settle(sa, offload.Span{}, 0, err, inPacketOf(&h))
+		d.settle(sa, offload.Span{}, 0, err, inPacketOf(&h.Outer, h.SPI))
 		return
 	}
 	r.pkts = append(r.pkts, inPacket{sa: sa, h: h, buf: buf, seq: seq})
@@ -118,11 +118,11 @@ func (r *receiver) flush() {
 			if err == nil {
 				sp, ev, err = offload.DecapEnd(p.sa, &p.h, p.buf, p.seq)
 			}
-			if _, ok := d.settle(p.sa, sp, ev, err, inPacketOf(&p.h)); !ok {
+			if _, ok := d.settle(p.sa, sp, ev, err, inPacketOf(&p.h.Outer, p.h.SPI)); !ok {
 				continue
 			}
 			if sp.Start < tunOffset {
-				d.drop(nil, offload.ErrNoRoomIn, inPacketOf(&p.h))
+				d.drop(nil, offload.ErrNoRoomIn, inPacketOf(&p.h.Outer, p.h.SPI))
 				continue
 			}
 		}

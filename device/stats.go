@@ -68,19 +68,27 @@ func (d *Device) settle(sa *sadb.SA, sp offload.Span, ev offload.Event, err erro
 }
 
 // dropped says which packet a drop was, for the debug log: an outbound
-// packet by its plaintext flow, an inbound one by its outer header and
-// SPI. Building one costs nothing: it is read only when the log is.
+// packet by its plaintext flow, an inbound one by its outer addresses,
+// protocol (ESP, or UDP and its ports) and SPI. A value, not a pointer
+// into the packet, so that naming a packet makes nothing escape.
 type dropped struct {
-	out   bool
-	flow  sadb.Flow     // outbound
-	outer *header.Outer // inbound; nil when not known
-	spi   uint32
+	out  bool
+	flow sadb.Flow
+	spi  uint32
 }
 
-// outPacket and inPacketOf name a dropped packet.
+// outPacket names a dropped outbound packet.
 func outPacket(f sadb.Flow) dropped { return dropped{out: true, flow: f} }
 
-func inPacketOf(h *offload.Header) dropped { return dropped{outer: &h.Outer, spi: h.SPI} }
+// inPacketOf names a dropped inbound packet by what the underlay and
+// Parse found.
+func inPacketOf(o *header.Outer, spi uint32) dropped {
+	f := sadb.Flow{Src: o.Src, Dst: o.Dst, Proto: header.ProtoESP}
+	if o.UDP {
+		f.Proto, f.SrcPort, f.DstPort = header.ProtoUDP, o.SrcPort, o.DstPort
+	}
+	return dropped{flow: f, spi: spi}
+}
 
 // dropLogEvery is the least time between two debug lines about drops of
 // one counter; the drops in between are counted in the next line.
@@ -107,13 +115,13 @@ func (d *Device) logDropped(sa *sadb.SA, oe *offload.Error, pk dropped) {
 		return
 	}
 	args := []any{"counter", oe.Reason.String(), "reason", oe.Error(), "unlogged_since_last", l.skipped.Swap(0)}
+	f := pk.flow
 	if pk.out {
-		f := pk.flow
 		args = append(args, "dir", "out", "src", f.Src, "dst", f.Dst, "proto", f.Proto, "sport", f.SrcPort, "dport", f.DstPort)
-	} else if o := pk.outer; o != nil {
-		args = append(args, "dir", "in", "src", o.Src, "dst", o.Dst, "spi", fmt.Sprintf("0x%08x", pk.spi))
-		if o.UDP {
-			args = append(args, "sport", o.SrcPort, "dport", o.DstPort)
+	} else {
+		args = append(args, "dir", "in", "src", f.Src, "dst", f.Dst, "spi", fmt.Sprintf("0x%08x", pk.spi))
+		if f.Proto == header.ProtoUDP {
+			args = append(args, "sport", f.SrcPort, "dport", f.DstPort)
 		}
 	}
 	if sa != nil {
