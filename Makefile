@@ -47,7 +47,8 @@ install: vnic
 	@install -v -d "$(DESTDIR)$(BASHCOMPDIR)" && install -v -m 0644 contrib/completion/vnic.bash "$(DESTDIR)$(BASHCOMPDIR)/vnic"
 	@if [ -f contrib/systemd/vnic@.service ]; then \
 		install -v -d "$(DESTDIR)$(SYSTEMDUNITDIR)" && \
-		install -v -m 0644 contrib/systemd/vnic@.service "$(DESTDIR)$(SYSTEMDUNITDIR)/vnic@.service"; \
+		sed 's|/usr/local/bin/vnic|$(BINDIR)/vnic|' contrib/systemd/vnic@.service >"$(DESTDIR)$(SYSTEMDUNITDIR)/vnic@.service" && \
+		chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/vnic@.service" && echo "installed $(DESTDIR)$(SYSTEMDUNITDIR)/vnic@.service"; \
 	fi
 
 uninstall:

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -181,19 +182,32 @@ func (c *Conn) fail(err error) error {
 }
 
 // deviceOf returns the name of the interface that holds one of the
-// addresses.
+// addresses (the invalid ones are ignored). When none does, the error names
+// the addresses and lists those this network namespace has.
 func deviceOf(addrs ...netip.Addr) (string, error) {
 	list, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return "", fmt.Errorf("underlay: list addresses: %w", err)
 	}
+	var wanted []string
+	for _, want := range addrs {
+		if want.IsValid() {
+			wanted = append(wanted, want.Unmap().String())
+		}
+	}
+	type held struct {
+		ip    netip.Addr
+		index int
+	}
+	var others []held // for the error: the addresses that are here
 	for _, a := range list {
 		ip, ok := netip.AddrFromSlice(a.IP)
 		if !ok {
 			continue
 		}
+		ip = ip.Unmap()
 		for _, want := range addrs {
-			if want.IsValid() && ip.Unmap() == want.Unmap() {
+			if want.IsValid() && ip == want.Unmap() {
 				link, err := netlink.LinkByIndex(a.LinkIndex)
 				if err != nil {
 					return "", fmt.Errorf("underlay: interface of %s: %w", want, err)
@@ -201,8 +215,30 @@ func deviceOf(addrs ...netip.Addr) (string, error) {
 				return link.Attrs().Name, nil
 			}
 		}
+		if !ip.IsLinkLocalUnicast() { // a link-local address needs a zone: no underlay
+			others = append(others, held{ip, a.LinkIndex})
+		}
 	}
-	return "", fmt.Errorf("underlay: no interface holds %v: give a local address of this namespace", addrs)
+	const maxShown = 8
+	var have []string
+	for _, h := range others[:min(len(others), maxShown)] {
+		name := fmt.Sprint("interface ", h.index)
+		if link, err := netlink.LinkByIndex(h.index); err == nil {
+			name = link.Attrs().Name
+		}
+		have = append(have, h.ip.String()+" on "+name)
+	}
+	var its string
+	switch {
+	case len(others) == 0:
+		its = "it has no address to use"
+	case len(others) > maxShown:
+		its = "its addresses include " + strings.Join(have, ", ")
+	default:
+		its = "its addresses: " + strings.Join(have, ", ")
+	}
+	return "", fmt.Errorf("underlay: no interface in this network namespace holds %s (%s): give a local address that one of its interfaces holds",
+		strings.Join(wanted, " or "), its)
 }
 
 // control sets the options every underlay socket gets, and extra ones.

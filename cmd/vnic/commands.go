@@ -30,6 +30,8 @@ func (c *cli) command(args []string) error {
 		return c.events(args[1:])
 	case "genkey":
 		return c.genkey(args[1:])
+	case "wait":
+		return c.wait(args[1:], c.timeout)
 	}
 	return usageErr("unknown command %s", xfrm.QuoteWord(args[0]))
 }

@@ -13,6 +13,7 @@
 //	vnic stats [--all]                   global counters
 //	vnic events                          stream the device's events
 //	vnic genkey ALGORITHM [BITS]         a fresh key for sa add
+//	vnic wait [--timeout DURATION]       wait until the daemon answers
 //	vnic version | --version             the version, commit and Go version
 //
 // Every command but up takes --socket PATH (or --dev NAME for
@@ -52,6 +53,7 @@ commands:
   stats [--all]                    show the non-zero counters (--all: every one)
   events                           print the device's events until interrupted
   genkey ALGORITHM [BITS]          print a fresh random key for ALGORITHM (and AES key size)
+  wait [--timeout DURATION]        wait until the daemon answers, 10s at most by default
   version                          print vnic's version, commit and Go version
 
 options (anywhere on the line):
@@ -76,6 +78,8 @@ type cli struct {
 	all    bool
 	// version is --version: print the version and nothing else.
 	version bool
+	// timeout is --timeout's value, for wait ("": its default).
+	timeout string
 	stdout  io.Writer
 	stderr  io.Writer
 }
@@ -159,7 +163,7 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 			continue
 		}
 		switch name {
-		case "socket", "dev":
+		case "socket", "dev", "timeout":
 			if !hasValue {
 				if i+1 >= len(args) {
 					return nil, false, fmt.Errorf("--%s: expected a value", name)
@@ -170,13 +174,17 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 			if value == "" {
 				return nil, false, fmt.Errorf("--%s: expected a value", name)
 			}
-			if name == "dev" {
+			switch name {
+			case "timeout":
+				c.timeout = value
+			case "dev":
 				if strings.ContainsRune(value, '/') {
 					return nil, false, fmt.Errorf("--dev: expected an interface name like vnic0, got %s", xfrm.QuoteWord(value))
 				}
-				value = oid.SocketPath(value)
+				c.socket = oid.SocketPath(value)
+			default:
+				c.socket = value
 			}
-			c.socket = value
 		case "json":
 			c.json = true
 		case "all":
@@ -186,7 +194,7 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 		case "h", "help":
 			help = true
 		default:
-			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all, --version)", xfrm.QuoteWord(a))
+			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all, --timeout DURATION, --version)", xfrm.QuoteWord(a))
 		}
 	}
 	return rest, help, nil

@@ -48,7 +48,7 @@ _vnic_up() {
 _vnic() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=
 	((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-	local options='--socket --dev --json --all --version --help'
+	local options='--socket --dev --json --all --timeout --version --help'
 	COMPREPLY=()
 
 	# The words before the cursor, less the global options (which stand
@@ -61,7 +61,7 @@ _vnic() {
 			continue
 		fi
 		case $w in
-		--socket | -socket | --dev | -dev) ((i++)) ;;
+		--socket | -socket | --dev | -dev | --timeout | -timeout) ((i++)) ;;
 		-*) ;;
 		*) words+=("$w") ;;
 		esac
@@ -82,6 +82,7 @@ _vnic() {
 		COMPREPLY=($(compgen -W "$(_vnic_daemons)" -- "$cur"))
 		return
 		;;
+	--timeout | -timeout) return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		COMPREPLY=($(compgen -W "$options" -- "$cur"))
@@ -90,7 +91,7 @@ _vnic() {
 
 	case ${#words[@]} in
 	0)
-		COMPREPLY=($(compgen -W 'up caps sa stats events genkey version help' -- "$cur"))
+		COMPREPLY=($(compgen -W 'up caps sa stats events genkey wait version help' -- "$cur"))
 		;;
 	1)
 		[[ ${words[0]} == sa ]] &&
