@@ -108,12 +108,13 @@ type Device struct {
 	bind  Bind
 
 	drops  [sadb.NumReasons]atomic.Uint64
+	crypto [ndis.CryptoInvalidProtocol + 1]atomic.Uint64
+	counts [numCounts]atomic.Uint64
+
 	// dropLogs rate-limits the debug lines about drops, per counter, to
 	// one per dropLogEvery (a test shortens it).
 	dropLogs     [sadb.NumReasons]dropLog
 	dropLogEvery time.Duration
-	crypto [ndis.CryptoInvalidProtocol + 1]atomic.Uint64
-	counts [numCounts]atomic.Uint64
 
 	errMu   sync.Mutex
 	errSeen map[errKey]*errState
