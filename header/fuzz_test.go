@@ -59,9 +59,6 @@ func FuzzParseOuter(f *testing.F) {
 			t.Fatalf("Encode = %d, want 0", start)
 		}
 		want := o
-		if want.TTL == 0 {
-			want.TTL = DefaultTTL
-		}
 		got, p2, e2, err := ParseOuter(buf)
 		if err != nil {
 			t.Fatalf("ParseOuter of the encoded %+v: %v", o, err)

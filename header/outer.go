@@ -9,7 +9,9 @@ import (
 // ESP-in-UDP (RFC 3948), as fields. The engine and the underlay exchange
 // ESP bytes with an Outer, not header bytes: the kernel's UDP sockets
 // build and take off those headers themselves, and the raw sockets'
-// headers are written (Encode) and read (ParseOuter) here, once.
+// headers are written (Encode) and read (ParseOuter) here, once. A UDP
+// socket sends with its own address, port, TOS, TTL and don't-fragment
+// setting: of an Outer it takes only Dst and DstPort.
 type Outer struct {
 	// Src and Dst are the outer addresses: on send this end and the peer
 	// (an invalid or unspecified Src stands for the underlay's local
@@ -19,7 +21,8 @@ type Outer struct {
 	UDP              bool
 	SrcPort, DstPort uint16
 	// TOS is the IPv4 TOS or IPv6 traffic class (DSCP and ECN); TTL the
-	// IPv4 TTL or IPv6 hop limit (0 on send: DefaultTTL).
+	// IPv4 TTL or IPv6 hop limit, written as given (a transport-mode
+	// packet keeps its own, 0 included).
 	TOS, TTL uint8
 	// DF and ID are IPv4's don't-fragment flag and identification,
 	// FlowLabel IPv6's flow label.
@@ -63,9 +66,6 @@ func (o *Outer) Encode(buf []byte, esp, end int) int {
 		UDP(buf[start:]).Encode(o.SrcPort, o.DstPort, end-start)
 	}
 	ttl := o.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
 	if !o.Is6() {
 		start -= IPv4MinSize
 		IPv4(buf[start:]).Encode(&IPv4Fields{HeaderLen: IPv4MinSize + opts, TOS: o.TOS, TotalLen: end - start,

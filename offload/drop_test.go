@@ -439,3 +439,53 @@ func TestPeerNearExhaustion(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportKeepsTTL: in transport mode the outer header is the host's
+// own, hop limit 0 included (a packet never to be forwarded stays so), on
+// the wire and once delivered; a tunnel's outer header has the device's
+// TTL, 64. And Decapsulate refuses ESP that leaves the ciphers no
+// scratch before it.
+func TestTransportKeepsTTL(t *testing.T) {
+	for _, fam := range []struct{ src, dst netip.Addr }{{v4a, v4b}, {v6a, v6b}} {
+		out, in := pair(t, sadb.Config{Mode: sadb.Transport, Src: fam.src, Dst: fam.dst, SPI: 0x2100, Algo: gcm128()})
+		buf := newBuf()
+		end := udpPacket(buf, Headroom, fam.src, fam.dst, 1, 2, 30)
+		ttlAt := 8
+		if fam.dst.Is6() {
+			ttlAt = 7
+		}
+		buf[Headroom+ttlAt] = 0
+		if fam.dst.Is4() {
+			header.IPv4(buf[Headroom:]).SetChecksum()
+		}
+		sent := bytes.Clone(buf[Headroom:end])
+		sp, _, err := encapWire(out, buf, Headroom, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := buf[sp.Start+ttlAt]; got != 0 {
+			t.Errorf("%v: outer TTL %d, want the packet's 0", fam.dst, got)
+		}
+		h, _, err := parseWire(buf, sp.Start, sp.End)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := Decapsulate(in, &h, buf)
+		if err != nil || !bytes.Equal(buf[got.Start:got.End], sent) {
+			t.Errorf("%v: delivered %x, %v\nwant      %x", fam.dst, buf[got.Start:got.End], err, sent)
+		}
+	}
+	out, in := pair(t, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x2101, Algo: gcm128()})
+	buf := newBuf()
+	end := udpPacket(buf, Headroom, in4a, in4b, 1, 2, 30)
+	j, _, err := Encapsulate(out, buf, Headroom, end)
+	if err != nil || j.Outer.TTL != header.DefaultTTL {
+		t.Fatalf("tunnel outer TTL %d, %v; want %d", j.Outer.TTL, err, header.DefaultTTL)
+	}
+	b2 := make([]byte, 8+j.Len()+64)
+	copy(b2[8:], buf[j.Start:j.End])
+	h, _, _ := Parse(b2, 8, 8+j.Len(), &j.Outer)
+	if _, _, err := Decapsulate(in, &h, b2); !errors.Is(err, ErrMalformed) {
+		t.Errorf("ESP 8 bytes into its buffer: %v, want %v", err, ErrMalformed)
+	}
+}

@@ -84,7 +84,8 @@ func DecapBegin(sa *sadb.SA, h *Header, buf []byte) (uint64, error) {
 	}
 	c := sa.Cipher
 	esp, end := h.ESP, h.End
-	if end-esp < espHeader+c.IVLen()+espTrailer+c.ICVLen() {
+	// The ciphers use the 16 bytes before the ESP header as scratch.
+	if end-esp < espHeader+c.IVLen()+espTrailer+c.ICVLen() || esp < 16 {
 		return 0, ErrMalformed
 	}
 	seq, err := sa.In.Check(header.ESP(buf[esp:]).Seq())
@@ -221,9 +222,6 @@ func rebuildTransport(buf []byte, h *Header, ps, pe int, next uint8) (Span, bool
 	}
 	copy(buf[ps-opts:ps], buf[h.ESP-opts:h.ESP])
 	ttl := o.TTL
-	if ttl == 0 {
-		ttl = header.DefaultTTL
-	}
 	pkt := buf[start:pe]
 	if !o.Is6() {
 		header.IPv4(pkt).Encode(&header.IPv4Fields{HeaderLen: fixed + opts, TOS: o.TOS, TotalLen: len(pkt),

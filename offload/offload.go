@@ -44,7 +44,9 @@ func (s Span) Len() int { return s.End - s.Start }
 
 // Room the engine must leave around a packet. An outbound packet needs
 // Headroom bytes before it (ESP header, IV, and the outer IPv6 and UDP
-// headers the underlay may write in front of them)
+// headers the underlay may write in front of them, which also cover the
+// 16 bytes of scratch the ciphers use before the ESP header, and 8 to
+// spare)
 // and Tailroom bytes of capacity after it (padding, trailer, ICV and a
 // full-length tag); inbound packets need neither beyond their own bytes,
 // but Tailroom of spare capacity lets truncated-ICV ciphers decrypt in

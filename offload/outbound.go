@@ -149,9 +149,9 @@ func EncapBegin(sa *sadb.SA, buf []byte, start, end int) (EncapJob, Event, error
 
 // saOuter returns the outer header an SA's packets carry, from its
 // endpoints: the source (or none, for the underlay to fill in), the
-// destination and, for ESP-in-UDP, the ports.
+// destination and, for ESP-in-UDP, the ports; and the device's TTL.
 func saOuter(cfg *sadb.Config) header.Outer {
-	o := header.Outer{Src: cfg.Src, Dst: cfg.Dst, UDP: cfg.Encap.UDP}
+	o := header.Outer{Src: cfg.Src, Dst: cfg.Dst, UDP: cfg.Encap.UDP, TTL: header.DefaultTTL}
 	if o.UDP {
 		o.SrcPort, o.DstPort = cfg.Encap.SrcPort, cfg.Encap.DstPort
 	}

@@ -696,7 +696,7 @@ func TestRawPacketHeader(t *testing.T) {
 		want *wantIP // nil: the packet fails
 	}{
 		{"IPv4 without a source", espPkt(header.Outer{Dst: p4, TOS: 0xb9, DF: true, ID: 0x1234}, 100, 1, 1),
-			&wantIP{src: l4, dst: p4, tos: 0xb9, ttl: 64, df: true, id: 0x1234}},
+			&wantIP{src: l4, dst: p4, tos: 0xb9, ttl: 0, df: true, id: 0x1234}}, // the TTL as given
 		{"IPv4, headroom one byte short", room(header.Outer{Dst: p4}, 19, 50), nil},
 		{"IPv4 from 0.0.0.0", espPkt(header.Outer{Src: netip.IPv4Unspecified(), Dst: p4, TTL: 9}, 101, 2, 1),
 			&wantIP{src: l4, dst: p4, ttl: 9}},
@@ -708,7 +708,7 @@ func TestRawPacketHeader(t *testing.T) {
 			&wantIP{src: l6, dst: p6, tos: 0x2b, ttl: 7, flow: 0xabcde, next: unix.IPPROTO_ESP}},
 		{"negative start", Packet{Buf: make([]byte, 100), Start: -1, End: 50, Outer: header.Outer{Dst: p4}}, nil},
 		{"IPv6 from ::", espPkt(header.Outer{Src: netip.IPv6Unspecified(), Dst: p6}, 104, 5, 1),
-			&wantIP{src: l6, dst: p6, ttl: 64, next: unix.IPPROTO_ESP}},
+			&wantIP{src: l6, dst: p6, ttl: 0, next: unix.IPPROTO_ESP}},
 		{"end beyond the buffer", Packet{Buf: make([]byte, 100), Start: 64, End: 101, Outer: header.Outer{Dst: p4}}, nil},
 		{"IPv6 source kept", espPkt(header.Outer{Src: src6, Dst: p6, TTL: 1}, 105, 6, 1),
 			&wantIP{src: src6, dst: p6, ttl: 1, next: unix.IPPROTO_ESP}},
@@ -718,9 +718,9 @@ func TestRawPacketHeader(t *testing.T) {
 		{"IPv4 with options in place", withOpts(header.Outer{Dst: p4, Opts: 4, TTL: 3}, routerAlert, 106),
 			&wantIP{src: l4, dst: p4, ttl: 3, opts: routerAlert}},
 		{"IPv6 with an extension header in place", withOpts(header.Outer{Dst: p6, Opts: 8, OptsNext: unix.IPPROTO_DSTOPTS}, dstOpts, 107),
-			&wantIP{src: l6, dst: p6, ttl: 64, opts: dstOpts, next: unix.IPPROTO_DSTOPTS}},
-		{"IPv4, exactly the room", room(header.Outer{Dst: p4}, 20, 108), &wantIP{src: l4, dst: p4, ttl: 64}},
-		{"IPv6, exactly the room", room(header.Outer{Dst: p6}, 40, 109), &wantIP{src: l6, dst: p6, ttl: 64, next: unix.IPPROTO_ESP}},
+			&wantIP{src: l6, dst: p6, ttl: 0, opts: dstOpts, next: unix.IPPROTO_DSTOPTS}},
+		{"IPv4, exactly the room", room(header.Outer{Dst: p4}, 20, 108), &wantIP{src: l4, dst: p4, ttl: 0}},
+		{"IPv6, exactly the room", room(header.Outer{Dst: p6}, 40, 109), &wantIP{src: l6, dst: p6, ttl: 0, next: unix.IPPROTO_ESP}},
 	}
 	pkts := make([]Packet, len(cases))
 	before := make([][]byte, len(cases))
