@@ -234,7 +234,7 @@ func TestNoPlaintextOnWire(t *testing.T) {
 			d := delta(before[h], after[h])
 			outs, drops = d["OutPackets"], 0
 			for k, v := range d {
-				if strings.HasPrefix(k, "XfrmOut") {
+				if strings.HasPrefix(k, "XfrmOut") || k == "VnicOutLinkLocal" {
 					drops += v
 				}
 			}
