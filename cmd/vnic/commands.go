@@ -158,6 +158,13 @@ func (c *cli) saAdd(words []string) error {
 		fmt.Fprintf(c.stderr, "vnic: sa add: note: %s\n", n)
 	}
 	defer b.KeyData.Wipe()
+	// --esp-sa-file: its file is checked now, its line written only once
+	// the SA is added.
+	esp, err := c.prepareESPSA(&b)
+	if err != nil {
+		return fmt.Errorf("sa add: %w", err)
+	}
+	defer esp.discard()
 	var r oid.AddSAResponse
 	if err := c.do(oid.AddSARequest{Request: oid.Request{OID: oid.OIDAddSA}, SAs: []oid.SA{b}}, &r); err != nil {
 		var ne *ndis.Error
@@ -169,6 +176,11 @@ func (c *cli) saAdd(words []string) error {
 	if !c.json {
 		for _, res := range r.Results {
 			fmt.Fprintf(c.stdout, "handle %d\n", res.Handle)
+		}
+	}
+	if len(r.Results) == 1 && r.Results[0].Handle != 0 {
+		if err := esp.commit(c.stderr); err != nil {
+			return fmt.Errorf("sa add: SA %d is added, but its line is not: %w", r.Results[0].Handle, err)
 		}
 	}
 	return nil

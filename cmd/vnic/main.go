@@ -60,6 +60,9 @@ options (anywhere on the line):
   --socket PATH   the daemon's OID channel (default /run/vnic/vnic0.sock)
   --dev NAME      the daemon of device NAME: /run/vnic/NAME.sock
   --json          print the daemon's JSON responses as they are
+  --esp-sa-file PATH
+                  sa add: append each SA's line of Wireshark's ESP SA table,
+                  keys included, to PATH (mode 0600; default $VNIC_ESP_SA_FILE)
   --version       print the version line and exit
 `
 
@@ -80,8 +83,10 @@ type cli struct {
 	version bool
 	// timeout is --timeout's value, for wait ("": its default).
 	timeout string
-	stdout  io.Writer
-	stderr  io.Writer
+	// espSAFile is --esp-sa-file's value ("": VNIC_ESP_SA_FILE's).
+	espSAFile string
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 // errUsage is an error after which the usage is worth showing.
@@ -163,7 +168,7 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 			continue
 		}
 		switch name {
-		case "socket", "dev", "timeout":
+		case "socket", "dev", "timeout", "esp-sa-file":
 			if !hasValue {
 				if i+1 >= len(args) {
 					return nil, false, fmt.Errorf("--%s: expected a value", name)
@@ -177,6 +182,8 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 			switch name {
 			case "timeout":
 				c.timeout = value
+			case "esp-sa-file":
+				c.espSAFile = value
 			case "dev":
 				if strings.ContainsRune(value, '/') {
 					return nil, false, fmt.Errorf("--dev: expected an interface name like vnic0, got %s", xfrm.QuoteWord(value))
@@ -194,7 +201,7 @@ func (c *cli) options(args []string) (rest []string, help bool, err error) {
 		case "h", "help":
 			help = true
 		default:
-			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all, --timeout DURATION, --version)", xfrm.QuoteWord(a))
+			return nil, false, fmt.Errorf("unknown option %s (options: --socket PATH, --dev NAME, --json, --all, --timeout DURATION, --esp-sa-file PATH, --version)", xfrm.QuoteWord(a))
 		}
 	}
 	return rest, help, nil

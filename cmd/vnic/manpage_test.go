@@ -209,7 +209,7 @@ func TestManPage(t *testing.T) {
 	}
 	for _, o := range manOptions {
 		args := []string{o}
-		if o == "--socket" || o == "--dev" {
+		if o == "--socket" || o == "--dev" || o == "--esp-sa-file" || o == "--timeout" { // they take a value
 			args = append(args, "vnic9")
 		}
 		if _, _, err := (&cli{}).options(args); err != nil {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -23,6 +24,7 @@ import (
 	"vnic/internal/memlimit"
 	"vnic/internal/sdnotify"
 	"vnic/keyhist"
+	"vnic/metrics"
 	"vnic/offload"
 	"vnic/oid"
 	"vnic/sadb"
@@ -48,6 +50,8 @@ type upConfig struct {
 	logLevel     string
 	level        slog.Level // -log-level, parsed
 	cpuProfile   string
+	metrics      string // -metrics, as metrics.ParseAddr returns it; "": off
+	metricsPerSA bool
 }
 
 // The MTUs -mtu takes.
@@ -107,6 +111,10 @@ func parseUp(args []string) (*upConfig, error) {
 	fs.IntVar(&c.workers, "crypto-workers", defaultWorkers(), "goroutines that encrypt and decrypt batches in parallel with the packet loops (0: each loop does its own; default: the CPUs beyond two)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon's life to this file (for go tool pprof)")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics over HTTP at /metrics on ADDR: a port like 9477 listens on 127.0.0.1, "+
+		"HOST:PORT on that host (default: off)")
+	fs.BoolVar(&c.metricsPerSA, "metrics-per-sa", true, "with -metrics, export each SA's counters too (two series or more per SA: "+
+		"with a very large table, most of a scrape)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -142,6 +150,13 @@ func parseUp(args []string) (*upConfig, error) {
 	}
 	if c.keyHistory == "" {
 		c.keyHistory = strings.TrimSuffix(c.socket, ".sock") + ".keys"
+	}
+	if c.metrics != "" {
+		addr, err := metrics.ParseAddr(c.metrics)
+		if err != nil {
+			return nil, fmt.Errorf("vnic up: -metrics: %w", err)
+		}
+		c.metrics = addr
 	}
 	return c, nil
 }
@@ -225,6 +240,15 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	defer os.Remove(cfg.socket)
 	defer ln.Close()
+	// The metrics endpoint's port next: one that is taken stops the
+	// daemon before it touches an interface too.
+	var metricsLn net.Listener
+	if cfg.metrics != "" {
+		if metricsLn, err = metrics.Listen(cfg.metrics); err != nil {
+			return metricsError(cfg, err)
+		}
+		defer metricsLn.Close()
+	}
 
 	var ucfg underlay.Config
 	for _, a := range cfg.underlay {
@@ -277,9 +301,15 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 		notifyManager(ctx, cfg, fmt.Sprintf("%s up: MTU %d, underlay %v on %s, OID channel %s",
 			cfg.name, cfg.mtu, cfg.underlay, ul.Device(), cfg.socket), log)
 	}()
+	metricsDone := make(chan struct{})
+	go func() {
+		defer close(metricsDone)
+		serveMetrics(ctx, cfg, metricsLn, dev, log)
+	}()
 	err = dev.Run(ctx)
 	cancel()
 	<-notified
+	<-metricsDone
 	if serr := <-srvErr; err == nil {
 		err = serr
 	}
@@ -289,6 +319,20 @@ func serve(ctx context.Context, cfg *upConfig, log *slog.Logger) error {
 	}
 	log.Info("vnic down", "device", cfg.name)
 	return nil
+}
+
+// serveMetrics serves dev's metrics on ln (-metrics; nil: none) until ctx
+// ends. An endpoint that fails is logged, and the device goes on without
+// it.
+func serveMetrics(ctx context.Context, cfg *upConfig, ln net.Listener, dev *device.Device, log *slog.Logger) {
+	if ln == nil {
+		return
+	}
+	reg := metrics.NewRegistry(dev, metrics.Options{PerSA: cfg.metricsPerSA})
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics", "per_sa", cfg.metricsPerSA)
+	if err := metrics.Serve(ctx, ln, metrics.NewHandler(reg, log), log); err != nil {
+		log.Error("the metrics endpoint failed: the device goes on without it", "err", err)
+	}
 }
 
 // readyTimeout bounds the wait for the daemon's own socket to answer
@@ -359,6 +403,20 @@ func underlayError(cfg *upConfig, err error) error {
 			err, cfg.udpPort)
 	}
 	return err
+}
+
+// metricsError explains why the metrics endpoint could not listen: its
+// port is taken, or its address is not this machine's.
+func metricsError(cfg *upConfig, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("vnic up: -metrics %s: %w: another socket holds that TCP port (ss -tlpn shows which): "+
+			"give -metrics another port", cfg.metrics, err)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("vnic up: -metrics %s: %w: no interface in this network namespace holds that address: "+
+			"give one that an interface holds, or only a port for 127.0.0.1", cfg.metrics, err)
+	}
+	return fmt.Errorf("vnic up: -metrics %s: %w", cfg.metrics, err)
 }
 
 // tunError explains why the TUN interface was not created: its name is

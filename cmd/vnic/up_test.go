@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -75,6 +79,37 @@ func TestParseUp(t *testing.T) {
 	} {
 		if _, err := parseUp(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one that mentions %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestParseUpMetrics: -metrics is off by default; a bare port listens on
+// loopback, a host is taken as given, and a bad address is refused with
+// an example; per-SA series are on unless -metrics-per-sa=false.
+func TestParseUpMetrics(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		addr  string
+		perSA bool
+		err   string
+	}{
+		{args: nil, addr: "", perSA: true},
+		{args: []string{"-metrics", "9477"}, addr: "127.0.0.1:9477", perSA: true},
+		{args: []string{"--metrics=:9100", "-metrics-per-sa=false"}, addr: "127.0.0.1:9100"},
+		{args: []string{"-metrics", "0.0.0.0:9477"}, addr: "0.0.0.0:9477", perSA: true},
+		{args: []string{"-metrics", "[::1]:9477"}, addr: "[::1]:9477", perSA: true},
+		{args: []string{"-metrics", "localhost"}, err: `vnic up: -metrics: expected a port like 9477, or a host and port like 127.0.0.1:9477`},
+		{args: []string{"-metrics", "70000"}, err: `vnic up: -metrics: expected a port number from 1 to 65535, got "70000"`},
+	} {
+		c, err := parseUp(append([]string{"-underlay", "192.0.2.1"}, tc.args...))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%v: error %v, want one that says %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || c.metrics != tc.addr || c.metricsPerSA != tc.perSA {
+			t.Errorf("%v: metrics %q, per SA %v, %v; want %q, %v", tc.args, c.metrics, c.metricsPerSA, err, tc.addr, tc.perSA)
 		}
 	}
 }
@@ -255,6 +290,16 @@ func TestServeRefusals(t *testing.T) {
 		}, want: []string{"interface vnic0 is already in use, probably by another vnic daemon", "-name", "device or resource busy"}},
 		{name: "interface of another kind", args: []string{"-name", "lo"},
 			want: []string{"an interface named lo exists and is not a TUN interface", "-name"}},
+		{name: "metrics port taken", args: []string{"-metrics", "9477"}, setup: func(t *testing.T, cfg *upConfig) {
+			l, err := net.Listen("tcp", "127.0.0.1:9477")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+		}, want: []string{"vnic up: -metrics 127.0.0.1:9477: cannot serve metrics: listen tcp 127.0.0.1:9477", "address already in use",
+			"another socket holds that TCP port", "give -metrics another port"}},
+		{name: "metrics address not here", args: []string{"-metrics", "192.0.2.77:9477"},
+			want: []string{"-metrics 192.0.2.77:9477", "cannot assign requested address", "no interface in this network namespace holds that address"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testutil.EnterNetns(t)
@@ -371,6 +416,85 @@ func TestServeNotify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServeMetrics runs the daemon with -metrics in a network namespace
+// of the test's own: /metrics answers on loopback while it runs, with the
+// device's counters, and the port is closed once it stops.
+func TestServeMetrics(t *testing.T) {
+	testutil.EnterNetns(t)
+	netns, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Close()
+	cfg := upInNetns(t, "-metrics", "9477")
+	var log testutil.LockedBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// serve runs on the test's goroutine, whose thread is in the
+	// namespace; the checks run on a thread of their own, which enters it.
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		defer cancel()
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
+			t.Errorf("setns: %v", err)
+			return
+		}
+		if err := awaitDaemon(ctx, cfg.socket, 10*time.Second); err != nil {
+			t.Errorf("the daemon does not answer: %v", err)
+			return
+		}
+		body, err := scrapeHere("127.0.0.1:9477")
+		if err != nil {
+			t.Errorf("GET /metrics: %v", err)
+			return
+		}
+		for _, want := range []string{`vnic_packets_total{counter="InPackets"} 0`, "vnic_sa_offload_capacity 1024", "vnic_sas 0",
+			`vnic_drops_total{counter="XfrmInNoStates"} 0`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics does not say %q:\n%s", want, body)
+			}
+		}
+	}()
+	if err := serve(ctx, cfg, slog.New(slog.NewTextHandler(&log, nil))); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	<-checked
+	if !strings.Contains(log.String(), `msg="serving metrics" url=http://127.0.0.1:9477/metrics per_sa=true`) {
+		t.Errorf("the log does not say where the metrics are:\n%s", log.String())
+	}
+	if c, err := net.Dial("tcp", "127.0.0.1:9477"); err == nil {
+		c.Close()
+		t.Error("127.0.0.1:9477 still listens after the daemon stopped")
+	}
+}
+
+// scrapeHere GETs /metrics at addr over a connection made on the calling
+// goroutine's thread, so in its network namespace (an http.Client would
+// dial on a goroutine of its own).
+func scrapeHere(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s", resp.Status)
+	}
+	return string(body), err
 }
 
 // readNotify reads one notification, waiting 10 s at most ("": none).

@@ -21,7 +21,7 @@ _vnic_up() {
 	local cur=$1 prev=$2
 	local flags='-name -mtu -addr -route -underlay -underlay-dev -udp-port
 		-socket -key-history -capacity -replay-window -pass-unknown-spi
-		-crypto-workers -log-level -cpuprofile -h'
+		-crypto-workers -log-level -cpuprofile -metrics -metrics-per-sa -h'
 	local flag=${prev#-}
 	flag=${flag#-} # -flag and --flag are the same
 	case $flag in
@@ -38,7 +38,7 @@ _vnic_up() {
 		COMPREPLY=($(compgen -W 'debug info warn error' -- "$cur"))
 		return
 		;;
-	name | mtu | addr | route | underlay | udp-port | capacity | replay-window | crypto-workers)
+	name | mtu | addr | route | underlay | udp-port | capacity | replay-window | crypto-workers | metrics)
 		return # a value of the user's own
 		;;
 	esac
@@ -48,7 +48,7 @@ _vnic_up() {
 _vnic() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=
 	((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-	local options='--socket --dev --json --all --timeout --version --help'
+	local options='--socket --dev --json --all --timeout --esp-sa-file --version --help'
 	COMPREPLY=()
 
 	# The words before the cursor, less the global options (which stand
@@ -62,6 +62,10 @@ _vnic() {
 		fi
 		case $w in
 		--socket | -socket | --dev | -dev | --timeout | -timeout) ((i++)) ;;
+		--esp-sa-file | -esp-sa-file)
+			((i++))
+			[[ ${COMP_WORDS[i]} == = ]] && ((i++)) # --esp-sa-file=PATH
+			;;
 		-*) ;;
 		*) words+=("$w") ;;
 		esac
@@ -69,6 +73,20 @@ _vnic() {
 
 	if [[ ${words[0]} == up ]]; then
 		_vnic_up "$cur" "$prev"
+		return
+	fi
+
+	# --esp-sa-file=PATH (which bash splits at the =, so that the word at
+	# the cursor is "=" or what follows it) or --esp-sa-file PATH: a file.
+	local opt=$prev path=$cur
+	if [[ $cur == = ]]; then
+		path=
+	elif [[ $prev == = ]] && ((COMP_CWORD > 1)); then
+		opt=${COMP_WORDS[COMP_CWORD - 2]}
+	fi
+	if [[ $opt == --esp-sa-file || $opt == -esp-sa-file ]]; then
+		COMPREPLY=($(compgen -f -- "$path"))
+		compopt -o filenames 2>/dev/null
 		return
 	fi
 
