@@ -22,10 +22,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # What the tests run, and the Debian packages that have it.
-packages=(qemu-system-x86 python3-scapy python3-cryptography iproute2 iputils-ping iperf3 tcpdump tshark procps cpio)
+packages=(qemu-system-x86 python3-scapy python3-cryptography iproute2 iputils-ping iperf3 tcpdump tshark procps cpio make groff-base)
 missing=()
 for cmd in qemu-system-x86_64:qemu-system-x86 ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 \
-	tcpdump:tcpdump tshark:tshark ss:iproute2 ps:procps cpio:cpio apt-get:apt dpkg-deb:dpkg; do
+	tcpdump:tcpdump tshark:tshark make:make groff:groff-base ss:iproute2 ps:procps cpio:cpio apt-get:apt dpkg-deb:dpkg; do
 	command -v "${cmd%%:*}" >/dev/null || missing+=("${cmd#*:}")
 done
 /usr/bin/python3 -c 'import scapy.layers.ipsec, cryptography' 2>/dev/null || missing+=(python3-scapy python3-cryptography)
