@@ -112,8 +112,10 @@ type Device struct {
 	counts [numCounts]atomic.Uint64
 
 	// dropLogs rate-limits the debug lines about drops, per counter, to
-	// one per dropLogEvery (a test shortens it).
+	// one per dropLogEvery (a test shortens it); sendLog those about
+	// send errors.
 	dropLogs     [sadb.NumReasons]dropLog
+	sendLog      dropLog // the same for packets the underlay did not send
 	dropLogEvery time.Duration
 
 	errMu   sync.Mutex

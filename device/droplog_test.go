@@ -3,6 +3,7 @@ package device
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"vnic/header"
 	"vnic/internal/testutil"
+	"vnic/offload"
 	"vnic/sadb"
 	"vnic/underlay"
 )
@@ -77,5 +79,38 @@ func TestDropLog(t *testing.T) {
 	q.outbound(b, pkt, 0, end)
 	if infoBuf.Len() != 0 || q.Stats()["XfrmOutNoStates"] != 1 {
 		t.Errorf("at info: log %q, XfrmOutNoStates %d", infoBuf.String(), q.Stats()["XfrmOutNoStates"])
+	}
+}
+
+// TestSendErrorLog: packets the underlay did not send are logged at debug
+// at most once per interval, a line for the first failed packet of its
+// batch with how many failed, the next counting those left unlogged.
+func TestSendErrorLog(t *testing.T) {
+	var logBuf testutil.LockedBuffer
+	d := newDevice(Config{Table: sadb.TableConfig{Capacity: 4}},
+		slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	d.dropLogEvery = 100 * time.Millisecond
+	h := mustAdd(t, d.table, sadb.Config{Mode: sadb.Tunnel, Src: v4a, Dst: v4b, SPI: 0x6000, Algo: gcm128(), Direction: sadb.Outbound})[0]
+	b := &outBatch{}
+	for range 4 {
+		buf := make([]byte, offload.Headroom+200+offload.Tailroom)
+		end := udpPacket(buf, offload.Headroom, in4a, in4b, 1, 2, 40)
+		j, _, err := offload.EncapBegin(d.table.Get(h), buf, offload.Headroom, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.jobs, b.bufs = append(b.jobs, j), append(b.bufs, buf)
+	}
+	failed := []bool{false, true, false, true}
+	count := func() int { return strings.Count(logBuf.String(), "outbound packets not sent") }
+	d.logSendErrors(b, failed, errors.New("no buffer space available"))
+	d.logSendErrors(b, failed, errors.New("no buffer space available"))
+	if n := count(); n != 1 || !strings.Contains(logBuf.String(), "packets=2") || !strings.Contains(logBuf.String(), "spi=24576") {
+		t.Fatalf("%d lines for two failing batches within the interval, want 1 naming 2 packets of SPI 0x6000:\n%s", n, logBuf.String())
+	}
+	time.Sleep(d.dropLogEvery)
+	d.logSendErrors(b, failed, errors.New("no buffer space available"))
+	if n := count(); n != 2 || !strings.Contains(logBuf.String(), "unlogged_since_last=2") {
+		t.Errorf("after the interval: %d lines, want 2, the second counting the 2 unlogged:\n%s", n, logBuf.String())
 	}
 }

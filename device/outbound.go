@@ -97,19 +97,30 @@ func (d *Device) runOutbound(ctx context.Context, dev TUN, wire Wire) error {
 	}
 }
 
-// logSendErrors logs, at debug, the packets of a batch that the underlay
-// did not send, with their SAs.
+// logSendErrors logs, at debug, the first packet of a batch that the
+// underlay did not send, with its SA, at most one line per
+// d.dropLogEvery (a full socket buffer fails packets by the thousand); a
+// line says how many failed unlogged since the one before.
 func (d *Device) logSendErrors(b *outBatch, failed []bool, err error) {
 	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
+	first, n := -1, uint64(0)
 	for i, f := range failed {
 		if f {
-			sa := b.jobs[i].SA()
-			d.log.Debug("outbound packet not sent", "counter", countNames[cntSendErrors], "sa", sa.Handle,
-				"spi", sa.Config.SPI, "dst", sa.Config.Dst, "bytes", b.jobs[i].Len(), "err", err)
+			if first < 0 {
+				first = i
+			}
+			n++
 		}
 	}
+	if first < 0 || !d.sendLog.allow(time.Now(), d.dropLogEvery, n) {
+		return
+	}
+	sa := b.jobs[first].SA()
+	d.log.Debug("outbound packets not sent", "counter", countNames[cntSendErrors], "packets", n,
+		"unlogged_since_last", d.sendLog.skipped.Swap(0), "sa", sa.Handle, "spi", sa.Config.SPI,
+		"dst", sa.Config.Dst, "bytes", b.jobs[first].Len(), "err", err)
 }
 
 // outBatch holds the packets of one device read between encapBegin and

@@ -100,6 +100,18 @@ type dropLog struct {
 	skipped atomic.Uint64
 }
 
+// allow reports whether a line may go at now, at most one every every;
+// when not, the n events it was for are counted as unlogged.
+func (l *dropLog) allow(now time.Time, every time.Duration, n uint64) bool {
+	t := now.UnixNano()
+	last := l.last.Load()
+	if t-last < int64(every) || !l.last.CompareAndSwap(last, t) {
+		l.skipped.Add(n)
+		return false
+	}
+	return true
+}
+
 // logDropped logs, at debug, a dropped packet with its flow and why, at
 // most one line per counter per d.dropLogEvery; a line says how many
 // drops of its counter went unlogged since the one before.
@@ -108,10 +120,7 @@ func (d *Device) logDropped(sa *sadb.SA, oe *offload.Error, pk dropped) {
 		return
 	}
 	l := &d.dropLogs[oe.Reason]
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(d.dropLogEvery) || !l.last.CompareAndSwap(last, now) {
-		l.skipped.Add(1)
+	if !l.allow(time.Now(), d.dropLogEvery, 1) {
 		return
 	}
 	args := []any{"counter", oe.Reason.String(), "reason", oe.Error(), "unlogged_since_last", l.skipped.Swap(0)}
