@@ -54,9 +54,19 @@ func startTestDaemon(t *testing.T) (*testDevice, string) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	path := filepath.Join(dir, "vnic0.sock")
-	ln, err := oid.Listen(path)
+	d, err := serveOID(t, path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return d, path
+}
+
+// serveOID runs an OID server over a fresh testDevice on path until the
+// test ends. It does not stop the test, so that a goroutine may call it.
+func serveOID(t *testing.T, path string) (*testDevice, error) {
+	ln, err := oid.Listen(path)
+	if err != nil {
+		return nil, err
 	}
 	d := &testDevice{table: sadb.New(sadb.TableConfig{Capacity: 8, DefaultReplayWindow: 64})}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -66,7 +76,7 @@ func startTestDaemon(t *testing.T) (*testDevice, string) {
 		close(done)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return d, path
+	return d, nil
 }
 
 // vnic runs the CLI and returns its exit code, stdout and stderr.

@@ -211,16 +211,7 @@ func TestTUNBusy(t *testing.T) {
 			if !errors.Is(err, tc.err) {
 				t.Errorf("%v does not wrap %v", err, tc.err)
 			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not say %q", err, w)
-				}
-			}
-			for _, a := range tc.avoid {
-				if strings.Contains(err.Error(), a) {
-					t.Errorf("error %q says %q", err, a)
-				}
-			}
+			checkSays(t, "error", err.Error(), tc.want, tc.avoid)
 			if d := time.Since(start); d > probeTimeout {
 				t.Errorf("took %v", d)
 			}
@@ -308,16 +299,7 @@ func TestServeRefusals(t *testing.T) {
 				tc.setup(t, cfg)
 			}
 			err := serveErr(t, cfg).Error()
-			for _, w := range tc.want {
-				if !strings.Contains(err, w) {
-					t.Errorf("error %q does not say %q", err, w)
-				}
-			}
-			for _, a := range tc.avoid {
-				if strings.Contains(err, a) {
-					t.Errorf("error %q says %q", err, a)
-				}
-			}
+			checkSays(t, "error", err, tc.want, tc.avoid)
 		})
 	}
 }
@@ -404,16 +386,7 @@ func TestServeNotify(t *testing.T) {
 			if t.Failed() {
 				t.Logf("daemon log:\n%s", got)
 			}
-			for _, w := range tc.wantLog {
-				if !strings.Contains(got, w) {
-					t.Errorf("log does not say %q:\n%s", w, got)
-				}
-			}
-			for _, a := range tc.avoidLogs {
-				if strings.Contains(got, a) {
-					t.Errorf("log says %q:\n%s", a, got)
-				}
-			}
+			checkSays(t, "log", got, tc.wantLog, tc.avoidLogs)
 		})
 	}
 }
@@ -506,4 +479,20 @@ func readNotify(t *testing.T, c *net.UnixConn) string {
 		t.Errorf("no notification: %v", err)
 	}
 	return string(buf[:n])
+}
+
+// checkSays fails the test for each of want that text (what it is: an
+// error, a log) does not say, and each of avoid that it says.
+func checkSays(t *testing.T, what, text string, want, avoid []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("%s does not say %q:\n%s", what, w, text)
+		}
+	}
+	for _, a := range avoid {
+		if strings.Contains(text, a) {
+			t.Errorf("%s says %q:\n%s", what, a, text)
+		}
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"vnic/oid"
-	"vnic/sadb"
 )
 
 // TestParseTimeout: --timeout takes a duration or a number of seconds,
@@ -45,22 +44,12 @@ func TestParseTimeout(t *testing.T) {
 	}
 }
 
-// serveAt runs an OID server on path, as startTestDaemon does, until the
-// test ends.
+// serveAt runs an OID server on path until the test ends (serveOID),
+// from any goroutine.
 func serveAt(t *testing.T, path string) {
-	ln, err := oid.Listen(path)
-	if err != nil {
+	if _, err := serveOID(t, path); err != nil {
 		t.Error(err)
-		return
 	}
-	d := &testDevice{table: sadb.New(sadb.TableConfig{Capacity: 8, DefaultReplayWindow: 64})}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		oid.NewServer(d, nil).Serve(ctx, ln)
-		close(done)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
 }
 
 // refuseAt answers every connection on path as a daemon answers a caller
