@@ -29,6 +29,12 @@ type Packet struct {
 	Outer      header.Outer
 }
 
+// inBuffer reports whether Buf[Start:End] lies in Buf with at least
+// headroom bytes before it.
+func (p *Packet) inBuffer(headroom int) bool {
+	return p.Start >= headroom && p.Start <= p.End && p.End <= len(p.Buf)
+}
+
 // Deliver receives the packets of one read. The buffers belong to the
 // callee only for the duration of the call.
 type Deliver func(pkts []Packet)

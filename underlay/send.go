@@ -148,9 +148,10 @@ func (c *Conn) Send(p Packet) error {
 
 // Why SendBatch refuses a packet it cannot send.
 var (
-	errNoRoom = errors.New("underlay: no room before the ESP packet for its IP header")
-	errNoDst  = errors.New("underlay: the packet has no destination address")
-	errOpts   = errors.New("underlay: IP options or extension headers of an impossible length")
+	errNoRoom  = errors.New("underlay: no room before the ESP packet for its IP header")
+	errOutside = errors.New("underlay: packet outside its buffer")
+	errNoDst   = errors.New("underlay: the packet has no destination address")
+	errOpts    = errors.New("underlay: IP options or extension headers of an impossible length")
 )
 
 // rawPacket writes the IP header of the raw ESP packet p in front of it
@@ -171,7 +172,7 @@ func (c *Conn) rawPacket(p *Packet) (int, []byte, error) {
 	if c.batch[k] == nil {
 		return 0, nil, ErrNoSocket
 	}
-	if p.Start < o.Size() || p.Start > p.End || p.End > len(p.Buf) {
+	if !p.inBuffer(o.Size()) {
 		return 0, nil, errNoRoom
 	}
 	if !o.Src.IsValid() || o.Src.IsUnspecified() {
@@ -314,8 +315,8 @@ func (c *Conn) queueUDP(j int, p *Packet) error {
 	if c.batch[k] == nil {
 		return ErrNoSocket
 	}
-	if p.Start < 0 || p.Start > p.End || p.End > len(p.Buf) {
-		return errors.New("underlay: packet outside its buffer")
+	if !p.inBuffer(0) {
+		return errOutside
 	}
 	s := &c.send
 	s.from[k] = append(s.from[k], j)
