@@ -66,6 +66,25 @@ func notifySocket(t *testing.T) (string, <-chan notification) {
 	return path, out
 }
 
+// startNotifying starts h's daemon, with flags added, under the pretend
+// service manager at path, its output in h.log, and returns it and what
+// its Wait returns. Stopping it is the caller's.
+func startNotifying(t *testing.T, h *host, path string, flags ...string) (*exec.Cmd, <-chan error) {
+	t.Helper()
+	h.log = &testutil.LockedBuffer{}
+	args := append([]string{"netns", "exec", h.ns, vnicBin, "up", "-underlay", h.u4, "-underlay", h.u6,
+		"-socket", h.sock, "-log-level", "debug"}, flags...)
+	daemon := exec.Command("ip", args...)
+	daemon.Env = append(os.Environ(), "NOTIFY_SOCKET="+path)
+	daemon.Stdout, daemon.Stderr = h.log, h.log
+	if err := daemon.Start(); err != nil {
+		t.Fatalf("start vnic in %s: %v", h.ns, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- daemon.Wait() }()
+	return daemon, exited
+}
+
 // TestNotifyReadyStopping runs the daemon under a pretend service manager
 // ($NOTIFY_SOCKET): READY=1 comes from the daemon's own pid (systemd's
 // default NotifyAccess=main ignores any other) once its socket answers,
@@ -80,16 +99,7 @@ func TestNotifyReadyStopping(t *testing.T) {
 	// what says the daemon is up.
 	// The test waits for the daemon itself, so h.daemon stays nil: the
 	// topology's cleanup has no daemon to stop; this test's does.
-	h.log = &testutil.LockedBuffer{}
-	daemon := exec.Command("ip", "netns", "exec", h.ns, vnicBin, "up", "-underlay", h.u4, "-underlay", h.u6,
-		"-socket", h.sock, "-log-level", "debug", "-addr", "10.7.0.1/24")
-	daemon.Env = append(os.Environ(), "NOTIFY_SOCKET="+path)
-	daemon.Stdout, daemon.Stderr = h.log, h.log
-	if err := daemon.Start(); err != nil {
-		t.Fatalf("start vnic in %s: %v", h.ns, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- daemon.Wait() }()
+	daemon, exited := startNotifying(t, h, path, "-addr", "10.7.0.1/24")
 	var gone bool // the daemon has exited
 	t.Cleanup(func() {
 		if !gone {
@@ -169,16 +179,7 @@ func TestNotifyNotReadyWhileSettingUp(t *testing.T) {
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.log = &testutil.LockedBuffer{}
-	daemon := exec.Command("ip", "netns", "exec", h.ns, vnicBin, "up", "-underlay", h.u4, "-underlay", h.u6,
-		"-socket", h.sock, "-log-level", "debug", "-key-history", fifo)
-	daemon.Env = append(os.Environ(), "NOTIFY_SOCKET="+path)
-	daemon.Stdout, daemon.Stderr = h.log, h.log
-	if err := daemon.Start(); err != nil {
-		t.Fatalf("start vnic in %s: %v", h.ns, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- daemon.Wait() }()
+	daemon, exited := startNotifying(t, h, path, "-key-history", fifo)
 	t.Cleanup(func() {
 		daemon.Process.Kill() // stuck for good: SIGTERM would not end it
 		<-exited
