@@ -114,3 +114,28 @@ func TestSendErrorLog(t *testing.T) {
 		t.Errorf("after the interval: %d lines, want 2, the second counting the 2 unlogged:\n%s", n, logBuf.String())
 	}
 }
+
+// TestReassemblyDropLog: the lines about fragments reassembly dropped
+// share their counter's limit, the next line counting those unlogged.
+func TestReassemblyDropLog(t *testing.T) {
+	var logBuf testutil.LockedBuffer
+	d := newDevice(Config{Table: sadb.TableConfig{Capacity: 4}},
+		slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	d.dropLogEvery = 100 * time.Millisecond
+	h := mustAdd(t, d.table, sadb.Config{Mode: sadb.Transport, Src: v4a, Dst: v4b, SPI: 0x6001, Algo: gcm128(), Direction: sadb.Outbound})[0]
+	sa := d.table.Get(h)
+	count := func() int { return strings.Count(logBuf.String(), "outbound packets dropped") }
+	d.dropOnSA(sa, offload.ErrFragInvalid, 3)
+	d.dropOnSA(sa, offload.ErrFragInvalid, 3)
+	if n := count(); n != 1 || !strings.Contains(logBuf.String(), "packets=3") {
+		t.Fatalf("%d lines for two drops within the interval, want 1:\n%s", n, logBuf.String())
+	}
+	time.Sleep(d.dropLogEvery)
+	d.dropOnSA(sa, offload.ErrFragInvalid, 1)
+	if n := count(); n != 2 || !strings.Contains(logBuf.String(), "unlogged_since_last=3") {
+		t.Errorf("after the interval: %d lines, want 2, the second counting the 3 unlogged:\n%s", n, logBuf.String())
+	}
+	if got := sa.Counters.Dropped(sadb.OutFragInvalid); got != 7 {
+		t.Errorf("%d drops counted on the SA, want 7", got)
+	}
+}

@@ -152,15 +152,20 @@ func (d *Device) dropOnSA(sa *sadb.SA, oe *offload.Error, n uint64) {
 	d.logDrop(sa, oe, n)
 }
 
-// logDrop logs, at debug, outbound packets of sa dropped because they
-// could not be sent as they are: too large, or fragments that never made
-// a datagram.
+// logDrop logs, at debug, outbound packets of sa dropped by reassembly
+// (fragments that never made a datagram), with the other lines about
+// drops of their counter: at most one per d.dropLogEvery, counting those
+// left unlogged.
 func (d *Device) logDrop(sa *sadb.SA, oe *offload.Error, n uint64) {
 	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
 		return // no arguments built for nothing
 	}
+	l := &d.dropLogs[oe.Reason]
+	if !l.allow(time.Now(), d.dropLogEvery, n) {
+		return
+	}
 	d.log.Debug("outbound packets dropped", "counter", oe.Reason.String(), "reason", oe.Error(), "packets", n,
-		"sa", sa.Handle, "spi", sa.Config.SPI, "dst", sa.Config.Dst)
+		"unlogged_since_last", l.skipped.Swap(0), "sa", sa.Handle, "spi", sa.Config.SPI, "dst", sa.Config.Dst)
 }
 
 // drop counts the dropped packet pk under its reason, globally and on its
